@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -283,14 +284,15 @@ def run_rewrite(
             t = time.time()
             gens = engine.generate(requests, sampling, progress=engine_progress)
             tally["seconds"] += time.time() - t
+            jobs = [(ex, c) for ex, g in zip(chunk, gens, strict=True) for c in g.completions]
+            tally["tokens"] += sum(c.num_tokens for _, c in jobs)
+            verdicts = _verify_all(jobs, verifier, verify)
             cand_lists: list[list[Candidate]] = []
-            for ex, g in zip(chunk, gens, strict=True):
-                cands = []
-                for c in g.completions:
-                    tally["tokens"] += c.num_tokens
-                    v = verify(c.text, c.finish_reason, ex.answer, ex.extra, verifier)
-                    cands.append(Candidate(c.text, c.finish_reason, c.num_tokens, v))
-                cand_lists.append(cands)
+            k = 0
+            for g in gens:
+                cand_lists.append([Candidate(c.text, c.finish_reason, c.num_tokens, verdicts[k + j])
+                                   for j, c in enumerate(g.completions)])
+                k += len(g.completions)
             if cfg.select == "min-nll":
                 _score_passing(engine, chunk, cand_lists)
             rows = []
@@ -345,6 +347,21 @@ def run_rewrite(
         if own_engine:
             engine.close()
     return RewriteResult(output, read_manifest(output) or manifest)
+
+
+def _verify_all(jobs: list[tuple[Example, Any]], verifier: Any, verify: Callable[..., Any]) -> list[Any]:
+    """Verify every (row, completion) pair; code verifiers run their sandboxes in parallel."""
+    def one(job: tuple[Example, Any]) -> Any:
+        ex, c = job
+        return verify(c.text, c.finish_reason, ex.answer, ex.extra, verifier)
+
+    if getattr(verifier, "name", "") == "code" and len(jobs) > 1:
+        # Each check is a subprocess with its own limits; threads only wait on them.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+            return list(pool.map(one, jobs))
+    return [one(j) for j in jobs]
 
 
 def _rates(stats: Counter[str], tokens: int, seconds: float) -> dict[str, Any]:

@@ -114,3 +114,20 @@ def test_kill_9_mid_run_then_resume_keeps_every_row_once(tiny_model_dir, tmp_pat
     ids = [r["id"] for r in got]
     assert len(ids) == len(set(ids)) == 40
     assert [r["original"] for r in got] == [r["answer"] for r in rows]  # input order kept
+
+
+def test_code_verification_runs_in_parallel_and_keeps_order():
+    from sdft.data import Example
+    from sdft.engines import Completion
+    from sdft.rewrite import _verify_all
+    from sdft.verify import get_verifier, verify
+
+    ex = Example(id="x", index=0, messages=[{"role": "user", "content": "add"}], answer="ref",
+                 extra={"test": "assert add(2, 3) == 5"})
+    texts = ["```python\ndef add(a, b):\n    return a + b\n```", "```python\ndef add(a, b):\n    return a - b\n```",
+             "```python\ndef add(a, b):\n    while True:\n        pass\n```"] * 2
+    jobs = [(ex, Completion(t, "stop", 5)) for t in texts]
+    t0 = time.time()
+    got = [v.reason for v in _verify_all(jobs, get_verifier("code", timeout_s=3), verify)]
+    assert got == ["ok", "tests-failed", "timeout"] * 2
+    assert time.time() - t0 < 2 * 3 * 1.5  # the two 3 s timeouts overlap instead of adding up
