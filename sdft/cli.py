@@ -17,6 +17,7 @@ from sdft import __version__
 # name -> (module, short help shown by `sdft --help` without importing the module)
 COMMANDS: dict[str, tuple[str, str]] = {
     "rewrite": ("sdft.commands.rewrite", "Rewrite a dataset's answers with the seed model (self-distillation)."),
+    "merge": ("sdft.commands.merge", "Combine the outputs of data-parallel --shard I/N rewrite runs."),
     "inspect": ("sdft.commands.inspect", "Summarise a rewrite output: statuses, reasons, distribution gap."),
     "train": ("sdft.commands.train", "Rewrite then fine-tune (SDFT), or fine-tune on the originals (SFT)."),
     "eval": ("sdft.commands.eval", "Measure forgetting: base vs tuned on safety, math, code, tools, drift."),

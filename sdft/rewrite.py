@@ -43,6 +43,8 @@ class RewriteConfig:
     response_field: str | None = field(default=None, metadata={"help": "answer column (prompt format)"})
     split: str = field(default="train", metadata={"help": "split for Hub / DatasetDict inputs"})
     limit: int | None = field(default=None, metadata={"help": "only the first N rows"})
+    shard: str | None = field(default=None, metadata={"help": "I/N: only rows whose id falls in shard I of N "
+                                                              "(0-based); combine the outputs with `sdft merge`"})
     verifier: str = field(default="auto", metadata={"help": "math | tool-call | code | exact | regex | choice | "
                                                             "none | auto (math for GSM8K-style data, else none)"})
     verifier_options: dict = field(default_factory=dict, metadata={"help": "options for the verifier"})
@@ -87,6 +89,13 @@ class RewriteConfig:
             problems.append("template and paper_style are exclusive")
         if self.limit is not None and self.limit < 1:
             problems.append(f"limit must be >= 1, got {self.limit}")
+        if self.shard is not None:
+            try:
+                i, n = (int(x) for x in str(self.shard).split("/"))
+                if not (n >= 1 and 0 <= i < n):
+                    raise ValueError
+            except ValueError:
+                problems.append(f"shard must look like I/N with 0 <= I < N (e.g. 0/2), got '{self.shard}'")
         if not str(self.output).strip():
             problems.append("output path is empty")
         try:
@@ -95,6 +104,13 @@ class RewriteConfig:
             problems.extend(e.problems)
         if problems:
             raise ConfigError(problems)
+
+    def in_shard(self, row_id: str) -> bool:
+        """Whether this worker owns ``row_id`` (always True without ``shard``)."""
+        if self.shard is None:
+            return True
+        i, n = (int(x) for x in self.shard.split("/"))
+        return shard_of(row_id, n) == i
 
     def data_spec(self) -> DataSpec:
         return DataSpec(path=self.input, format=self.data_format, prompt_field=self.prompt_field,
@@ -115,6 +131,11 @@ class RewriteConfig:
     def engine_options(self) -> EngineOptions:
         return EngineOptions(dtype=self.dtype, kv_cache_gib=self.kv_cache_gib, max_model_len=self.max_model_len,
                              tensor_parallel_size=self.tensor_parallel_size)
+
+
+def shard_of(row_id: str, n: int) -> int:
+    """The data-parallel shard (0..n-1) of a row: a hash of its stable id, never its position."""
+    return int(hashlib.sha256(row_id.encode("utf-8")).hexdigest()[:8], 16) % n
 
 
 @dataclass
@@ -225,8 +246,9 @@ def run_rewrite(
     first: Example | None = None
     wanted: list[str] = []  # ids only: ~30 bytes a row, so 1M rows stay well under 100 MB
     for ex in iter_examples(spec):
-        first = first or ex
-        wanted.append(ex.id)
+        first = first or ex  # of the whole dataset, so that every shard picks the same verifier
+        if cfg.in_shard(ex.id):
+            wanted.append(ex.id)
     total = len(wanted)
     assert first is not None  # iter_examples raises on an empty dataset
     verifier_name = resolve_verifier_name(cfg, first)
@@ -277,7 +299,7 @@ def run_rewrite(
             on_progress(tally["done"] + tally["in_chunk"], total, **_rates(stats, tally["tokens"], tally["seconds"]))
 
     try:
-        todo = (ex for ex in iter_examples(spec) if ex.id not in done)
+        todo = (ex for ex in iter_examples(spec) if ex.id not in done and cfg.in_shard(ex.id))
         for chunk in _chunks(todo, cfg.batch_size):
             requests = [prompt.build(ex) for ex in chunk]
             tally["in_chunk"] = 0
@@ -325,6 +347,7 @@ def run_rewrite(
             "verifier": verifier_name,
             "sampling": asdict(sampling),
             "prompt": {"system": prompt.system, "user_template": prompt.user_template},
+            "shard": cfg.shard,
             "rows": {"total": total, **{k: stats.get(k, 0) for k in ("rewritten", "fallback", "dropped")}},
             "acceptance_rate": stats["rewritten"] / total if total else 0.0,
             "reasons": dict(reasons.most_common()),

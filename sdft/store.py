@@ -155,3 +155,71 @@ class ShardStore:
         atomic_write_json(manifest_path(self.output), manifest)
         shutil.rmtree(self.parts, ignore_errors=True)
         return self.output
+
+
+def merge_outputs(inputs: list[str | Path], output: str | Path, *, expected_ids: Iterable[str] | None = None,
+                  overwrite: bool = False) -> dict[str, Any]:
+    """Combine finished shard outputs (``--shard I/N`` runs) into one output and manifest.
+
+    Checks that every input is finished (has a manifest), that all share one config hash, that
+    the shards ``0..N-1`` are each present once, and that every row id appears exactly once
+    (and, with ``expected_ids``, that none is missing). Rows are ordered by source index, so
+    the result equals a single-process run's output.
+
+    Raises:
+        InputError: a missing/unfinished input, mixed configs, a missing or repeated shard, or
+            a row id missing or present twice.
+    """
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise InputError(f"{output} exists: pass --overwrite to replace it")
+    manifests = []
+    for p in inputs:
+        m = read_manifest(p)
+        if m is None:
+            raise InputError(f"{p}: no manifest beside it: is that shard's run finished?")
+        manifests.append(m)
+    hashes = {m.get("config_hash") for m in manifests}
+    if len(hashes) != 1:
+        raise InputError(f"the inputs come from different configs (config hashes: {', '.join(map(str, hashes))})")
+    shards = [m.get("shard") for m in manifests]
+    if any(s is not None for s in shards):
+        ns = {int(str(s).split("/")[1]) for s in shards if s is not None}
+        got = sorted(int(str(s).split("/")[0]) for s in shards if s is not None)
+        if None in shards or len(ns) != 1 or got != list(range(next(iter(ns)))):
+            raise InputError(f"shards must be 0..N-1 of one N, each once; got {', '.join(map(str, shards))}")
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for p in inputs:
+        for r in iter_jsonl(p):
+            if r["id"] in seen:
+                raise InputError(f"row id {r['id']} appears in more than one input (second time in {p})")
+            seen.add(r["id"])
+            rows.append(r)
+    if expected_ids is not None:
+        expected = list(expected_ids)
+        missing = [i for i in expected if i not in seen]
+        extra = len(seen) - (len(expected) - len(missing))
+        if missing or extra:
+            raise InputError(f"merged rows do not match the dataset: {len(missing)} missing, {extra} unexpected")
+    rows.sort(key=lambda r: (r.get("index", 0), r["id"]))
+    atomic_write_text(output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    merged = dict(manifests[0])
+    counts: dict[str, int] = {}
+    reasons: dict[str, int] = {}
+    for m in manifests:
+        for k, v in m.get("rows", {}).items():
+            counts[k] = counts.get(k, 0) + v
+        for k, v in (m.get("reasons") or {}).items():
+            reasons[k] = reasons.get(k, 0) + v
+    tokens = sum(m.get("generated_tokens_this_run") or 0 for m in manifests)
+    secs = sum(m.get("generation_seconds_this_run") or 0 for m in manifests)
+    merged.update(
+        shard=None, rows=counts, reasons=dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+        acceptance_rate=counts.get("rewritten", 0) / counts["total"] if counts.get("total") else 0.0,
+        generated_tokens_this_run=tokens, generation_seconds_this_run=round(secs, 3),
+        tokens_per_second=round(tokens / secs, 2) if secs else None, gap=None,
+        merged_from=[str(p) for p in inputs],
+    )
+    atomic_write_json(manifest_path(output), merged)
+    return merged

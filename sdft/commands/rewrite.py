@@ -53,6 +53,7 @@ Rerun the same command after a crash to resume; --overwrite starts over.
               help="Rows scored for the distribution-gap report (0 skips it).")
 @click.option("--kv-cache-gib", type=float, default=2.0, show_default=True, help="vLLM KV cache (GiB).")
 @click.option("--tensor-parallel-size", type=int, default=1, show_default=True)
+@click.option("--shard", help="I/N: this worker's share of the rows (0-based), e.g. 0/2; see `sdft merge`.")
 @click.option("--overwrite", is_flag=True, help="Discard results of an earlier, different run.")
 def command(input: str, output: str, dry_run: bool, verifier_options: tuple[str, ...], **kw) -> None:
     """Rewrite each reference answer of INPUT in the seed model's own words.
