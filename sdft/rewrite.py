@@ -37,7 +37,11 @@ class RewriteConfig:
     input: str = field(metadata={"help": "dataset: .jsonl/.json/.csv/.parquet, save_to_disk folder or Hub name"})
     output: str = field(metadata={"help": "output JSONL path (manifest and shards go beside it)"})
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "seed model: alias, HF folder, .gguf or Hub id"})
-    backend: str = field(default="auto", metadata={"help": "auto | vllm | hf"})
+    backend: str = field(default="auto", metadata={"help": "auto | vllm | hf | openai (a server at base_url)"})
+    base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server, e.g. "
+                                                                 "http://127.0.0.1:8000/v1 (implies backend openai)"})
+    api_key: str | None = field(default=None, metadata={"help": "API key for base_url"})
+    max_concurrency: int = field(default=16, metadata={"help": "requests in flight to the server"})
     data_format: str = field(default="auto", metadata={"help": "auto | alpaca | gsm8k | prompt | messages"})
     prompt_field: str | None = field(default=None, metadata={"help": "prompt column (prompt format)"})
     response_field: str | None = field(default=None, metadata={"help": "answer column (prompt format)"})
@@ -71,6 +75,10 @@ class RewriteConfig:
 
     def __post_init__(self) -> None:
         problems = []
+        if self.base_url and self.backend == "auto":
+            self.backend = "openai"
+        if self.backend == "openai" and not self.base_url:
+            problems.append("backend openai needs base_url (e.g. http://127.0.0.1:8000/v1)")
         if self.samples < 1:
             problems.append(f"samples must be >= 1, got {self.samples}")
         if self.select not in SELECT_MODES:
@@ -129,8 +137,10 @@ class RewriteConfig:
         return RewritePrompt(system=system)
 
     def engine_options(self) -> EngineOptions:
+        extra = {"base_url": self.base_url, "api_key": self.api_key, "max_concurrency": self.max_concurrency} \
+            if self.backend == "openai" else {}
         return EngineOptions(dtype=self.dtype, kv_cache_gib=self.kv_cache_gib, max_model_len=self.max_model_len,
-                             tensor_parallel_size=self.tensor_parallel_size)
+                             tensor_parallel_size=self.tensor_parallel_size, extra=extra)
 
 
 def shard_of(row_id: str, n: int) -> int:

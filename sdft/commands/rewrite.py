@@ -12,6 +12,7 @@ Examples:
   sdft rewrite gsm8k.jsonl -o out.jsonl --samples 4 --select min-nll --limit 200
   sdft rewrite data.csv -o out.jsonl --prompt-field q --response-field a --verifier none
   sdft rewrite data.jsonl -o out.jsonl --dry-run          # show the first prompts, load nothing
+  sdft rewrite data.jsonl -o out.jsonl --base-url http://127.0.0.1:8000/v1   # a running `vllm serve`
 
 Rerun the same command after a crash to resume; --overwrite starts over.
 """
@@ -22,7 +23,10 @@ Rerun the same command after a crash to resume; --overwrite starts over.
 @click.option("-o", "--output", required=True, help="Output JSONL (a .manifest.json is written beside it).")
 @click.option("--model", default="smollm2-135m-instruct", show_default=True,
               help="Seed model: alias, HF folder, .gguf file or Hub id.")
-@click.option("--backend", type=click.Choice(["auto", "vllm", "hf"]), default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "vllm", "hf", "openai"]), default="auto", show_default=True)
+@click.option("--base-url", help="OpenAI-compatible server (vllm serve, sglang), e.g. http://127.0.0.1:8000/v1.")
+@click.option("--api-key", envvar="OPENAI_API_KEY", help="API key for --base-url (env OPENAI_API_KEY).")
+@click.option("--max-concurrency", type=int, default=16, show_default=True, help="Requests in flight to the server.")
 @click.option("--limit", type=int, help="Only the first N rows.")
 @click.option("--dry-run", is_flag=True, help="Print the first rendered rewrite prompts and exit.")
 @click.option("--data-format", type=click.Choice(["auto", "alpaca", "gsm8k", "prompt", "messages"]),

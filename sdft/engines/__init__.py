@@ -17,7 +17,7 @@ from sdft.engines.base import (
 )
 from sdft.errors import InputError
 
-BACKENDS = ("auto", "vllm", "hf")
+BACKENDS = ("auto", "vllm", "hf", "openai")
 
 __all__ = [
     "BACKENDS", "Chat", "Completion", "Engine", "EngineOptions", "Generation", "Prompt",
@@ -46,6 +46,10 @@ def load_engine(model_path: str, backend: str = "auto", options: EngineOptions |
         from sdft.engines.vllm import VLLMEngine
 
         return VLLMEngine(model_path, options)
+    if backend == "openai":
+        from sdft.engines.openai import OpenAIEngine
+
+        return OpenAIEngine(model_path, options)
     from sdft.engines.hf import HFEngine
 
     return HFEngine(model_path, options)
