@@ -77,6 +77,7 @@ class DataSpec:
     response_field: str | None = None
     split: str = "train"
     system_prompt: str | None = None
+    name: str | None = None  # Hub dataset configuration (e.g. "main" for openai/gsm8k)
     limit: int | None = None
 
     def __post_init__(self) -> None:
@@ -167,7 +168,7 @@ def _load_hf(spec: DataSpec) -> Iterator[tuple[int, dict]]:
             raise InputError(f"{p}: not a datasets.save_to_disk folder nor a data file ({e})") from None
     else:
         try:
-            ds = datasets.load_dataset(spec.path, split=spec.split)
+            ds = datasets.load_dataset(spec.path, spec.name, split=spec.split)
         except Exception as e:  # the Hub raises many types; all mean "could not load"
             raise InputError(
                 f"could not load '{spec.path}': it is not a local file or folder, and loading it as a "

@@ -1,0 +1,394 @@
+"""The bundled SFT trainer: chat-template rendering, assistant-only loss, LoRA or full.
+
+Built on ``transformers.Trainer`` so that accelerate, DeepSpeed and FSDP come from existing
+engines: ``sdft train`` runs unchanged under ``accelerate launch`` / ``torchrun``.
+
+* Each example is (training prompt messages, answer). :func:`sdft.prompts.encode_pair` turns it
+  into token ids with the model's own chat template; prompt tokens get label -100, so only the
+  assistant turn (end-of-turn marker included) is trained.
+* Over-long examples keep their prompt and lose the end of the answer; examples whose prompt
+  alone fills ``max_length`` are dropped. Both are counted and reported.
+* ``packing`` concatenates examples into rows of ``max_length`` with ``position_ids`` that restart
+  at 0 for each example and no attention mask: transformers then builds a block-diagonal causal
+  mask from the position ids, so packed examples never attend to each other.
+* Resumes from the last ``checkpoint-*`` in ``output_dir`` automatically (``overwrite`` starts
+  fresh). Saves ``final/`` (the adapter, or the full model) and, with ``merge``, ``merged/``
+  (a plain full model that vLLM loads directly), plus ``train_metrics.json`` and
+  ``loss_curve.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sdft.config import to_dict
+from sdft.errors import ConfigError
+from sdft.models import DEFAULT_MODEL, resolve_model
+
+ProgressCb = Callable[..., None]
+Pair = tuple[list[dict[str, str]], str]
+
+
+@dataclass
+class TrainConfig:
+    """Fine-tuning settings (a recipe's ``train`` section, or ``sdft train`` flags)."""
+
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "model to fine-tune (alias, folder, .gguf, Hub id)"})
+    output_dir: str = field(default="runs/train", metadata={"help": "checkpoints, final/, merged/, metrics"})
+    finetune: str = field(default="lora", metadata={"help": "lora | full"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank (the paper: 8)"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
+    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+                                           metadata={"help": "modules to adapt (the paper: q_proj, v_proj)"})
+    learning_rate: float = field(default=1e-4, metadata={"help": "peak learning rate"})
+    epochs: float = field(default=1.0, metadata={"help": "passes over the data"})
+    max_steps: int = field(default=-1, metadata={"help": "stop after N optimizer steps (-1: use epochs)"})
+    per_device_batch_size: int = field(default=4, metadata={"help": "examples per device per step"})
+    gradient_accumulation_steps: int = field(default=2, metadata={"help": "micro-batches per optimizer step"})
+    lr_scheduler: str = field(default="cosine", metadata={"help": "cosine | linear | constant | ..."})
+    warmup_ratio: float = field(default=0.03, metadata={"help": "share of steps for warm-up"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    max_length: int = field(default=1024, metadata={"help": "tokens per example; longer answers are cut"})
+    packing: bool = field(default=False, metadata={"help": "pack examples into full rows (no cross-attention)"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory"})
+    system_prompt: str | None = field(default=None, metadata={"help": "system turn added to every example"})
+    seed: int = field(default=0, metadata={"help": "data order and init seed"})
+    logging_steps: int = field(default=1, metadata={"help": "log every N steps"})
+    save_steps: int = field(default=50, metadata={"help": "checkpoint every N steps (resume point)"})
+    save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept"})
+    merge: bool = field(default=True, metadata={"help": "also save merged/, a full model vLLM can load"})
+    overwrite: bool = field(default=False, metadata={"help": "start fresh instead of resuming"})
+    dtype: str = field(default="auto", metadata={"help": "auto (bf16 on capable GPUs, else fp32) | float32 | "
+                                                         "bfloat16"})
+    report_to: str = field(default="none", metadata={"help": "none | tensorboard | wandb ..."})
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.finetune not in ("lora", "full"):
+            problems.append(f"finetune must be lora or full, got '{self.finetune}'")
+        for name in ("lora_r", "lora_alpha", "per_device_batch_size", "gradient_accumulation_steps", "max_length",
+                     "logging_steps", "save_steps"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.lora_dropout < 1:
+            problems.append(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.learning_rate <= 0:
+            problems.append(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.max_steps < 1 and self.epochs <= 0:
+            problems.append("set epochs > 0 or max_steps >= 1")
+        if not 0 <= self.warmup_ratio < 1:
+            problems.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            problems.append(f"dtype must be auto, float32, bfloat16 or float16, got '{self.dtype}'")
+        if self.finetune == "lora" and not self.lora_target_modules:
+            problems.append("lora_target_modules is empty")
+        if problems:
+            raise ConfigError(problems)
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    final_dir: Path
+    merged_dir: Path | None
+    metrics: dict[str, Any]
+
+
+# ---------------------------------------------------------------------------------------------
+# tokenisation
+
+
+def tokenize_pairs(tokenizer: Any, pairs: Iterable[Pair], max_length: int,
+                   system_prompt: str | None = None) -> tuple[list[dict[str, list[int]]], dict[str, int]]:
+    """Token ids and labels (prompt masked with -100) for every (messages, answer) pair.
+
+    Returns:
+        The examples and counts: ``examples``, ``truncated`` (answer cut), ``dropped`` (prompt
+        alone too long), ``answer_tokens``.
+    """
+    from sdft.prompts import encode_pair
+
+    out: list[dict[str, list[int]]] = []
+    stats = {"examples": 0, "truncated": 0, "dropped": 0, "answer_tokens": 0}
+    for messages, answer in pairs:
+        if system_prompt and messages[0]["role"] != "system":
+            messages = [{"role": "system", "content": system_prompt}, *messages]
+        p_ids, a_ids = encode_pair(tokenizer, messages, answer)
+        if len(p_ids) >= max_length:
+            stats["dropped"] += 1
+            continue
+        if len(p_ids) + len(a_ids) > max_length:
+            a_ids = a_ids[: max_length - len(p_ids)]
+            stats["truncated"] += 1
+        out.append({"input_ids": p_ids + a_ids, "labels": [-100] * len(p_ids) + a_ids})
+        stats["examples"] += 1
+        stats["answer_tokens"] += len(a_ids)
+    return out, stats
+
+
+def pack(examples: list[dict[str, list[int]]], max_length: int) -> list[dict[str, list[int]]]:
+    """Greedy first-fit packing into rows of at most ``max_length`` tokens, with per-example
+    ``position_ids`` restarting at 0 (the boundary marker transformers uses for packed masks)."""
+    rows: list[dict[str, list[int]]] = []
+    cur: dict[str, list[int]] = {"input_ids": [], "labels": [], "position_ids": []}
+    for ex in examples:
+        n = len(ex["input_ids"])
+        if cur["input_ids"] and len(cur["input_ids"]) + n > max_length:
+            rows.append(cur)
+            cur = {"input_ids": [], "labels": [], "position_ids": []}
+        cur["input_ids"] += ex["input_ids"]
+        # the first token of each example must not be predicted from the previous example
+        cur["labels"] += [-100] + ex["labels"][1:]
+        cur["position_ids"] += list(range(n))
+    if cur["input_ids"]:
+        rows.append(cur)
+    return rows
+
+
+class Collator:
+    """Right-pads a batch; labels pad with -100. Packed rows carry ``position_ids`` and no mask."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, batch: list[dict[str, list[int]]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(b["input_ids"]) for b in batch)
+        packed = "position_ids" in batch[0]
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        out: dict[str, Any] = {}
+        if packed:
+            pos = torch.zeros((len(batch), width), dtype=torch.long)
+        else:
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, b in enumerate(batch):
+            n = len(b["input_ids"])
+            ids[i, :n] = torch.tensor(b["input_ids"])
+            labels[i, :n] = torch.tensor(b["labels"])
+            if packed:
+                pos[i, :n] = torch.tensor(b["position_ids"])
+                pos[i, n:] = torch.arange(width - n)  # padding forms its own (label-free) sequence
+            else:
+                mask[i, :n] = 1
+        out.update(input_ids=ids, labels=labels)
+        if packed:
+            out["position_ids"] = pos
+        else:
+            out["attention_mask"] = mask
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# checks that need only the model's config (no weights)
+
+
+def module_names(model_path: str) -> set[str]:
+    """Leaf module names (e.g. ``q_proj``) of a model, built on the meta device (no weights)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.from_pretrained(model_path)
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(cfg)
+    return {name.rsplit(".", 1)[-1] for name, mod in skeleton.named_modules() if name and not list(mod.children())}
+
+
+def check_lora_targets(model_path: str, targets: list[str]) -> list[str]:
+    """Problems with LoRA target modules (empty when all exist)."""
+    names = module_names(model_path)
+    linear = sorted(n for n in names if n.endswith("proj") or n in ("fc1", "fc2", "c_attn", "c_proj", "lm_head"))
+    return [f"train.lora_target_modules: '{t}' is not a module of {model_path} (has: {', '.join(linear)})"
+            for t in targets if t not in names]
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _dtype(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return getattr(torch, name)
+
+
+def train(config: TrainConfig, pairs: Iterable[Pair], *, on_progress: ProgressCb | None = None,
+          notice: Callable[[str], None] | None = None, extra_metrics: dict[str, Any] | None = None) -> TrainResult:
+    """Fine-tune ``config.model`` on (messages, answer) pairs.
+
+    Args:
+        config: the training settings.
+        pairs: (training prompt messages, answer) for every example.
+        on_progress: ``on_progress(step, total_steps, loss=..., lr=..., tok_s=...)`` at each log.
+        notice: one-line notices (resume, truncation).
+        extra_metrics: merged into ``train_metrics.json`` (e.g. the pipeline's data provenance).
+
+    Returns:
+        Paths of ``final/`` and ``merged/`` and the metrics written to ``train_metrics.json``.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
+    from transformers.trainer_utils import get_last_checkpoint
+
+    say = notice or (lambda _m: None)
+    out = Path(config.output_dir)
+    model_path = resolve_model(config.model, log=say)
+    if config.finetune == "lora":
+        problems = check_lora_targets(model_path, config.lora_target_modules)
+        if problems:
+            raise ConfigError(problems)
+    if config.overwrite and out.exists() and _is_main():
+        for p in out.glob("checkpoint-*"):
+            shutil.rmtree(p, ignore_errors=True)
+        for name in ("final", "merged", "train_metrics.json", "loss_curve.png"):
+            q = out / name
+            shutil.rmtree(q, ignore_errors=True) if q.is_dir() else q.unlink(missing_ok=True)
+    resume = None if config.overwrite else (get_last_checkpoint(str(out)) if out.is_dir() else None)
+    if resume:
+        say(f"resuming from {resume}")
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    examples, stats = tokenize_pairs(tokenizer, pairs, config.max_length, config.system_prompt)
+    if not examples:
+        raise ConfigError("no training examples left (all prompts longer than train.max_length?)")
+    if stats["truncated"] or stats["dropped"]:
+        say(f"{stats['truncated']} answers cut to max_length={config.max_length}, {stats['dropped']} examples "
+            f"dropped (prompt alone too long)")
+    rows = pack(examples, config.max_length) if config.packing else examples
+
+    torch.manual_seed(config.seed)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=_dtype(config.dtype))
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    if config.finetune == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(
+            r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+            target_modules=list(config.lora_target_modules), task_type="CAUSAL_LM"))
+        if config.gradient_checkpointing:
+            model.enable_input_require_grads()
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    args = TrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,  # a float < 1 is a ratio of the total steps
+        weight_decay=config.weight_decay,
+        logging_steps=config.logging_steps,
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to=config.report_to,
+        bf16=_dtype(config.dtype) == torch.bfloat16 and torch.cuda.is_available(),
+        remove_unused_columns=False,
+        include_num_input_tokens_seen=True,
+        ddp_backend="gloo" if world > 1 and not torch.cuda.is_available() else None,
+        disable_tqdm=True,
+        save_only_model=False,
+    )
+
+    log: list[dict[str, Any]] = []
+    t_start = time.time()
+
+    class Progress(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):  # noqa: ANN001 - transformers' signature
+            if not logs or "loss" not in logs:
+                return
+            elapsed = max(time.time() - t_start, 1e-6)
+            tok_s = state.num_input_tokens_seen / elapsed if state.num_input_tokens_seen else None
+            entry = {"step": state.global_step, "loss": logs["loss"], "lr": logs.get("learning_rate"),
+                     "tokens_seen": state.num_input_tokens_seen}
+            log.append(entry)
+            if on_progress:
+                on_progress(state.global_step, state.max_steps, loss=round(float(logs["loss"]), 4),
+                            lr=f"{logs.get('learning_rate', 0):.2e}", tok_s=round(tok_s) if tok_s else None)
+
+    trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=Collator(pad_id),
+                      callbacks=[Progress()])
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # progress goes through on_progress, not raw dict prints
+    result = trainer.train(resume_from_checkpoint=resume)
+    runtime = time.time() - t_start
+
+    final = out / "final"
+    merged = out / "merged" if config.merge else None
+    metrics: dict[str, Any] = {}
+    if trainer.is_world_process_zero():
+        trainer.model.save_pretrained(str(final))
+        tokenizer.save_pretrained(str(final))
+        if merged is not None:
+            full = trainer.model.merge_and_unload() if config.finetune == "lora" else trainer.model
+            full.save_pretrained(str(merged), safe_serialization=True)
+            tokenizer.save_pretrained(str(merged))
+        history = [h for h in trainer.state.log_history if "loss" in h]
+        tokens = trainer.state.num_input_tokens_seen
+        metrics = {
+            "model": config.model, "model_path": model_path, "finetune": config.finetune,
+            "global_step": trainer.state.global_step, "resumed_from": resume,
+            "train_loss": result.training_loss, "final_loss": history[-1]["loss"] if history else None,
+            "runtime_seconds": round(runtime, 2), "tokens_seen": tokens,
+            "tokens_per_second": round(tokens / runtime, 1) if runtime and tokens else None,
+            "data": stats, "rows": len(rows), "packing": config.packing, "world_size": world,
+            "log_history": history, "config": to_dict(config), **(extra_metrics or {}),
+        }
+        (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+        _loss_curve(history, out / "loss_curve.png")
+    return TrainResult(out, final, merged, metrics)
+
+
+def _loss_curve(history: list[dict[str, Any]], path: Path) -> None:
+    if not history:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot([h["step"] for h in history], [h["loss"] for h in history], marker="o", markersize=2)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title("sdft train")
+    ax.grid(alpha=0.3)
+    if any(h["loss"] > 0 for h in history) and max(h["loss"] for h in history) / max(
+            min(h["loss"] for h in history), 1e-9) > 20:
+        ax.set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def total_steps_hint(n_examples: int, config: TrainConfig, world: int = 1) -> int:
+    """Optimizer steps a run will take (for progress bars before the Trainer exists)."""
+    if config.max_steps > 0:
+        return config.max_steps
+    per_step = config.per_device_batch_size * config.gradient_accumulation_steps * world
+    return max(1, math.ceil(n_examples / per_step * config.epochs))
