@@ -216,6 +216,22 @@ def check_lora_targets(model_path: str, targets: list[str]) -> list[str]:
 # training
 
 
+def last_complete_checkpoint(out: Path) -> str | None:
+    """The newest ``checkpoint-N`` that was fully written.
+
+    A crash or ``kill -9`` during a save leaves a checkpoint folder without its
+    ``trainer_state.json`` (written last); resuming from it would fail, so it is skipped.
+    """
+    if not out.is_dir():
+        return None
+    steps = sorted((int(p.name.split("-")[1]), p) for p in out.glob("checkpoint-*")
+                   if p.is_dir() and p.name.split("-")[1].isdigit())
+    for _, p in reversed(steps):
+        if (p / "trainer_state.json").exists():
+            return str(p)
+    return None
+
+
 def _is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -246,7 +262,6 @@ def train(config: TrainConfig, pairs: Iterable[Pair], *, on_progress: ProgressCb
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
-    from transformers.trainer_utils import get_last_checkpoint
 
     say = notice or (lambda _m: None)
     out = Path(config.output_dir)
@@ -261,7 +276,7 @@ def train(config: TrainConfig, pairs: Iterable[Pair], *, on_progress: ProgressCb
         for name in ("final", "merged", "train_metrics.json", "loss_curve.png"):
             q = out / name
             shutil.rmtree(q, ignore_errors=True) if q.is_dir() else q.unlink(missing_ok=True)
-    resume = None if config.overwrite else (get_last_checkpoint(str(out)) if out.is_dir() else None)
+    resume = None if config.overwrite else last_complete_checkpoint(out)
     if resume:
         say(f"resuming from {resume}")
 
@@ -277,9 +292,11 @@ def train(config: TrainConfig, pairs: Iterable[Pair], *, on_progress: ProgressCb
 
     torch.manual_seed(config.seed)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=_dtype(config.dtype))
+    # No KV cache in training: it is useless there, and transformers only derives the packed
+    # (block-diagonal) mask from position_ids when no cache object exists.
+    model.config.use_cache = False
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-        model.config.use_cache = False
     if config.finetune == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -346,6 +363,7 @@ def train(config: TrainConfig, pairs: Iterable[Pair], *, on_progress: ProgressCb
         tokenizer.save_pretrained(str(final))
         if merged is not None:
             full = trainer.model.merge_and_unload() if config.finetune == "lora" else trainer.model
+            full.config.use_cache = True
             full.save_pretrained(str(merged), safe_serialization=True)
             tokenizer.save_pretrained(str(merged))
         history = [h for h in trainer.state.log_history if "loss" in h]
@@ -353,6 +371,7 @@ def train(config: TrainConfig, pairs: Iterable[Pair], *, on_progress: ProgressCb
         metrics = {
             "model": config.model, "model_path": model_path, "finetune": config.finetune,
             "global_step": trainer.state.global_step, "resumed_from": resume,
+            "first_step_this_run": log[0]["step"] if log else None,
             "train_loss": result.training_loss, "final_loss": history[-1]["loss"] if history else None,
             "runtime_seconds": round(runtime, 2), "tokens_seen": tokens,
             "tokens_per_second": round(tokens / runtime, 1) if runtime and tokens else None,

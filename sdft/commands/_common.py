@@ -11,6 +11,9 @@ from sdft.commands._ui import console, out
 
 def summary_table(manifest: dict[str, Any]) -> None:
     """Per-status and per-reason counts of a rewrite/replay manifest."""
+    if manifest.get("kind") == "sdft-replay":
+        _replay_summary(manifest)
+        return
     rows = manifest.get("rows", {})
     total = rows.get("total", 0) or 1
     t = Table(title="rewrite summary", title_justify="left")
@@ -33,6 +36,36 @@ def summary_table(manifest: dict[str, Any]) -> None:
     if tps:
         out.print(f"generation: {manifest.get('generated_tokens_this_run')} tokens at {tps} tok/s "
                   f"({manifest.get('backend')}), wall {manifest.get('wall_seconds_this_run')} s")
+
+
+def _replay_summary(manifest: dict[str, Any]) -> None:
+    """Kept rows, the filter funnel (rows removed by each check, in order) and throughput."""
+    rows = manifest.get("rows", {})
+    total = rows.get("total", 0)
+    t = Table(title=f"replay summary: {rows.get('kept', 0)} of {manifest.get('num_requested')} rows kept "
+                    f"from {total} attempts", title_justify="left")
+    t.add_column("reason")
+    t.add_column("rows", justify="right")
+    t.add_column("share of attempts", justify="right")
+    t.add_column("kept by this check", justify="right")
+    left = total
+    for k, v in (manifest.get("filters") or {}).items():
+        if k in ("ok", "surplus"):
+            continue
+        t.add_row(k, str(v), f"{v / (total or 1):.1%}", f"{(left - v) / left:.1%}" if left else "–")
+        left -= v
+    surplus = (manifest.get("filters") or {}).get("surplus", 0)
+    t.add_row("surplus (past --num)", str(surplus), f"{surplus / (total or 1):.1%}", "")
+    t.add_row("[bold]kept", f"[bold]{rows.get('kept', 0)}", f"{rows.get('kept', 0) / (total or 1):.1%}", "")
+    out.print(t)
+    ref = manifest.get("refusals") or {}
+    if ref.get("answered"):
+        out.print(f"refusals ({ref.get('mode')}): {ref.get('share_answered', 0):.1%} of answers, "
+                  f"{ref.get('share_kept') or 0:.1%} of kept rows")
+    if manifest.get("queries_per_second"):
+        out.print(f"generation: {manifest.get('queries_this_run')} queries at {manifest['queries_per_second']} "
+                  f"queries/s, {manifest.get('tokens_per_second')} tok/s ({manifest.get('backend')}), "
+                  f"wall {manifest.get('wall_seconds_this_run')} s")
 
 
 def print_gap(gap: dict[str, Any] | None) -> None:
