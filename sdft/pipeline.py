@@ -230,7 +230,12 @@ def run_pipeline(cfg: PipelineConfig, *, on_progress: Callable[[str, int, int | 
         ecfg = from_dict(EvalConfig, {"base": cfg.model, "tuned": [f"{cfg.method}={tuned}"],
                                       "output_dir": str(out / "eval"), **cfg.eval})
         report = run_eval(ecfg, notice=say)
-        manifest["eval"] = {"output_dir": str(out / "eval"), "report": getattr(report, "path", None)}
+        manifest["eval"] = {"output_dir": str(out / "eval"), "report": report.path,
+                            "gate_failures": report.gate_failures}
     manifest["timings"] = timings
     atomic_write_json(out / "run.json", json.loads(json.dumps(manifest, default=str)))
+    if cfg.eval is not None:
+        from sdft.eval.report import check_gate
+
+        check_gate(report)  # after run.json: a failed gate (exit 3) keeps the model and the report
     return PipelineResult(out, rewrite_out, tres.final_dir, tres.merged_dir, manifest, answer)

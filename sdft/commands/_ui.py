@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -20,7 +21,8 @@ from rich.progress import (
 )
 
 console = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+# Pipelines read stdout from logs: do not wrap tables at rich's 80-column default there.
+out = Console(highlight=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
 
 
 def print_error(e: BaseException) -> None:

@@ -406,3 +406,76 @@ class ToolCallVerifier:
     def check(self, candidate: str, reference: str, row: dict[str, Any]) -> Verdict:
         """Compare the calls of ``candidate`` and ``reference``; ``row`` is unused."""
         return is_correct(candidate, reference)
+
+
+def _loose_str(value: str) -> str:
+    """BFCL's string rule: case, spaces and punctuation do not matter ("New York" == "new york.")."""
+    return re.sub(r"[\s,./\-_*^'\"!?;:()]", "", value).lower()
+
+
+def _allowed_match(got: Any, allowed: list[Any]) -> bool:
+    for option in allowed:
+        if option == "":
+            continue
+        if isinstance(got, str) and isinstance(option, str):
+            if _loose_str(got) == _loose_str(option):
+                return True
+        elif values_equal(got, option):
+            return True
+    return False
+
+
+def matches_allowed(
+    got: list[ToolCall], ground_truth: list[dict[str, dict[str, list[Any]]]],
+    param_order: dict[str, list[str]] | None = None,
+) -> Verdict:
+    """Check calls against BFCL-style possible answers.
+
+    Each ground-truth entry is ``{function_name: {param: [allowed values]}}``; an allowed
+    list that contains ``""`` marks the parameter as optional. Positional arguments are
+    mapped to parameter names with ``param_order`` (the schema's property order).
+
+    Args:
+        got: the candidate's parsed calls.
+        ground_truth: one entry per expected call (order-independent).
+        param_order: function name -> parameter names in schema order.
+
+    Returns:
+        PASS, or a verdict with reason "wrong-function", "extra-call", "missing-call" or
+        "wrong-arguments".
+    """
+    expected_names = [next(iter(entry)) for entry in ground_truth]
+    got_names, want = Counter(c.name for c in got), Counter(expected_names)
+    if got_names != want:
+        extra, missing = got_names - want, want - got_names
+        if extra and missing:
+            return Verdict(False, "wrong-function", f"got {sorted(extra.elements())}, expected "
+                                                    f"{sorted(missing.elements())}")
+        return (Verdict(False, "extra-call", f"unexpected call(s) to {sorted(extra.elements())}") if extra
+                else Verdict(False, "missing-call", f"missing call(s) to {sorted(missing.elements())}"))
+
+    def mismatch(call: ToolCall, spec: dict[str, list[Any]]) -> str | None:
+        order = (param_order or {}).get(call.name, list(spec))
+        if len(call.args) > len(order):
+            return f"{call.name}: too many positional arguments"
+        kwargs = {**dict(zip(order, call.args)), **call.kwargs}
+        unexpected = sorted(kwargs.keys() - spec.keys())
+        if unexpected:
+            return f"{call.name}: unexpected argument(s) {', '.join(unexpected)}"
+        for name, allowed in spec.items():
+            if name not in kwargs:
+                if "" not in allowed:
+                    return f"{call.name}: missing argument {name}"
+            elif not _allowed_match(kwargs[name], allowed):
+                return f"{call.name}: {name}={_render_value(kwargs[name])}, allowed {_render_value(allowed)}"
+        return None
+
+    remaining = list(got)
+    for entry in ground_truth:
+        name, spec = next(iter(entry.items()))
+        candidates = [i for i, call in enumerate(remaining) if call.name == name]
+        match = next((i for i in candidates if mismatch(remaining[i], spec) is None), None)
+        if match is None:
+            return Verdict(False, "wrong-arguments", mismatch(remaining[candidates[0]], spec) or name)
+        del remaining[match]
+    return PASS

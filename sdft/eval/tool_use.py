@@ -1,0 +1,79 @@
+"""``tool-use``: BFCL-style function calling -> call accuracy (higher is better).
+
+Each probe gives the model one or more function schemas (in the system turn, as JSON) and a
+user request; the answer must be exactly the right call(s): parsed structurally (Python call
+syntax or JSON), same function names, no extra or missing calls, every required argument
+present and every argument among the allowed values (:func:`sdft.verify.toolcall.matches_allowed`,
+BFCL's "possible answers" rule: strings compare ignoring case, spaces and punctuation).
+
+Default probes: 20 requests written by the sdft project (``sdft/assets/tool_probes.jsonl``).
+BFCL's ``simple_python.jsonl`` works as is; its answers are read from ``ground_truth`` in the
+row or from the sibling file ``<name>_answers.jsonl`` (joined on ``id``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sdft.errors import InputError
+from sdft.eval.base import Probe, asset_path, read_rows, row_id, take
+from sdft.verify.base import Verdict
+from sdft.verify.toolcall import matches_allowed, parse_calls
+
+SYSTEM = ("You can call the functions described below (JSON schemas). Answer the user's request with the "
+          "function call only, in Python syntax, for example: get_time(city=\"Oslo\"). Do not explain.\n\n"
+          "Functions:\n{functions}")
+
+
+def _answers_beside(path: Path) -> dict[str, Any]:
+    side = path.with_name(f"{path.stem}_answers{path.suffix}")
+    if not side.is_file():
+        return {}
+    return {str(row["id"]): row["ground_truth"] for _, row in read_rows(str(side)) if "id" in row}
+
+
+def _user_turns(question: Any, where: str) -> list[dict[str, str]]:
+    # BFCL nests turns: [[{role, content}, ...]] (one list per conversation turn); we take the first turn.
+    if isinstance(question, str):
+        return [{"role": "user", "content": question}]
+    if isinstance(question, list) and question and isinstance(question[0], list):
+        question = question[0]
+    if isinstance(question, list) and all(isinstance(m, dict) and "content" in m for m in question):
+        return [{"role": m.get("role", "user"), "content": m["content"]} for m in question]
+    raise InputError(f"{where}: 'question' must be text or a list of chat messages")
+
+
+class ToolUseSuite:
+    """Structural function-call accuracy."""
+
+    name = "tool-use"
+    metric = "call accuracy"
+    default_data = "tool_probes.jsonl"
+    max_new_tokens = 128
+
+    def probes(self, path: str | None, limit: int | None) -> list[Probe]:
+        path = path or asset_path(self.default_data)
+        side = _answers_beside(Path(path))
+        probes = []
+        for i, row in read_rows(path):
+            where = f"{path}, row {i + 1}"
+            pid = row_id(row, i)
+            functions = row.get("function") or row.get("functions")
+            truth = row.get("ground_truth", side.get(pid))
+            if not functions or truth is None:
+                raise InputError(f"{where}: a tool-use probe needs 'function' (schemas) and 'ground_truth' "
+                                 f"(in the row, or in {Path(path).stem}_answers{Path(path).suffix} joined on id)")
+            functions = functions if isinstance(functions, list) else [functions]
+            order = {f["name"]: list(f.get("parameters", {}).get("properties", {})) for f in functions}
+            system = SYSTEM.format(functions=json.dumps(functions, ensure_ascii=False))
+            messages = [{"role": "system", "content": system}, *_user_turns(row.get("question"), where)]
+            probes.append(Probe(pid, messages, self.max_new_tokens, {"ground_truth": truth, "param_order": order}))
+        return take(probes, limit)
+
+    def judge(self, probe: Probe, text: str, finish_reason: str) -> Verdict:
+        calls = parse_calls(text)
+        if not calls:
+            return Verdict(False, "no-call", "no function call found in the answer")
+        return matches_allowed(calls, probe.meta["ground_truth"], probe.meta["param_order"])
