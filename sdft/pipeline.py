@@ -157,11 +157,15 @@ class PipelineResult:
     merged_dir: Path | None
     manifest: dict[str, Any]
     answer: str | None = None
+    eval_report: Any = None  # sdft.eval.report.EvalReport when the config has an eval section
 
 
 def run_pipeline(cfg: PipelineConfig, *, on_progress: Callable[[str, int, int | None, dict[str, Any]], None] | None
                  = None, notice: Callable[[str], None] | None = None) -> PipelineResult:
     """Run rewrite (sdft only; cached), training, and the optional ask/eval steps.
+
+    A failed eval gate does not raise here (the model and report are kept either way): pass
+    ``result.eval_report`` to :func:`sdft.eval.report.check_gate` to turn it into exit code 3.
 
     Args:
         cfg: the validated pipeline config.
@@ -210,7 +214,7 @@ def run_pipeline(cfg: PipelineConfig, *, on_progress: Callable[[str, int, int | 
     manifest["model_dir"] = str(tres.final_dir)
     manifest["merged_dir"] = str(tres.merged_dir) if tres.merged_dir else None
 
-    answer = None
+    answer = report = None
     if cfg.ask and tres.merged_dir is not None:
         from sdft.engines import EngineOptions, SamplingConfig, load_engine
 
@@ -234,8 +238,4 @@ def run_pipeline(cfg: PipelineConfig, *, on_progress: Callable[[str, int, int | 
                             "gate_failures": report.gate_failures}
     manifest["timings"] = timings
     atomic_write_json(out / "run.json", json.loads(json.dumps(manifest, default=str)))
-    if cfg.eval is not None:
-        from sdft.eval.report import check_gate
-
-        check_gate(report)  # after run.json: a failed gate (exit 3) keeps the model and the report
-    return PipelineResult(out, rewrite_out, tres.final_dir, tres.merged_dir, manifest, answer)
+    return PipelineResult(out, rewrite_out, tres.final_dir, tres.merged_dir, manifest, answer, report)

@@ -82,10 +82,9 @@ def command(base: str, tuned: tuple[str, ...], suites: str | None, limit: int | 
 def run_and_print(cfg) -> None:  # noqa: ANN001 - EvalConfig, imported lazily
     """Run the eval with a progress bar, print the table and paths, then apply the gate."""
     from rich.progress import Progress
-    from rich.table import Table
 
-    from sdft.commands._ui import console, notice, out
-    from sdft.eval.report import check_gate, run_eval, table_rows
+    from sdft.commands._ui import console, notice
+    from sdft.eval.report import run_eval
 
     with Progress(console=console, transient=True) as progress:
         tasks: dict[str, int] = {}
@@ -96,6 +95,16 @@ def run_and_print(cfg) -> None:  # noqa: ANN001 - EvalConfig, imported lazily
             progress.update(tasks[stage], completed=done, total=total)
 
         report = run_eval(cfg, on_progress=on_progress, notice=notice)
+    print_report(report)
+
+
+def print_report(report) -> None:  # noqa: ANN001 - EvalReport, imported lazily
+    """Print the report table and file paths, then apply the gate (GateFailed -> exit 3)."""
+    from rich.table import Table
+
+    from sdft.commands._ui import out
+    from sdft.eval.report import check_gate, table_rows
+
     header, rows = table_rows(report.data)
     table = Table(title="sdft eval (0-100, higher is better; 95% intervals)")
     for h in header:

@@ -114,3 +114,7 @@ def command(recipe: str | None, overrides: tuple[str, ...], method: str | None, 
     if result.answer is not None:
         out.rule(f"the tuned model answers: {cfg.ask}")
         out.print(result.answer, markup=False, highlight=False)
+    if result.eval_report is not None:
+        from sdft.commands.eval import print_report
+
+        print_report(result.eval_report)
