@@ -123,6 +123,7 @@ def _build(cls: type[T], data: Mapping[str, Any], where: str, problems: list[str
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs: dict[str, Any] = {}
+    failed: set[str] = set()
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
         if key not in fields:
@@ -130,13 +131,21 @@ def _build(cls: type[T], data: Mapping[str, Any], where: str, problems: list[str
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             problems.append(f"{path}: unknown key{hint}")
             continue
-        kwargs[key] = _coerce(value, hints[key], path, problems)
-    missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]
+        before = len(problems)
+        coerced = _coerce(value, hints[key], path, problems)
+        if len(problems) > before:
+            failed.add(key)
+        else:
+            kwargs[key] = coerced
+    missing = [n for n, f in fields.items() if n not in kwargs and n not in failed
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     for n in missing:
         problems.append(f"{where + '.' if where else ''}{n}: required")
-    if problems:
+    if missing or any(fields[k].default is dataclasses.MISSING and fields[k].default_factory is dataclasses.MISSING
+                      for k in failed):
         return None  # type: ignore[return-value]
+    # Unknown keys and bad values were left out: still run the checks of __post_init__ on the rest,
+    # so that one error lists every problem of the config, not just the first kind found.
     try:
         return cls(**kwargs)
     except ConfigError as e:

@@ -208,7 +208,7 @@ def iter_raw(spec: DataSpec) -> Iterator[tuple[int, dict]]:
         if suffix == ".parquet":
             return _iter_parquet(p)
         raise InputError(f"{p}: unsupported file type '{suffix}': use one of {', '.join(FILE_SUFFIXES)}")
-    if p.is_dir() or not _looks_like_path(spec.path):
+    if p.is_dir() or not looks_like_path(spec.path):
         return _load_hf(spec)
     raise InputError(f"{spec.path}: no such file or directory")
 
@@ -221,7 +221,7 @@ def _looks_like_jsonl(p: Path) -> bool:
     return head == "{"
 
 
-def _looks_like_path(s: str) -> bool:
+def looks_like_path(s: str) -> bool:
     # "org/name" is a Hub id; "./x", "/x", "x.jsonl" are paths.
     return s.startswith((".", "/", "~")) or s.lower().endswith(FILE_SUFFIXES) or s.count("/") > 1
 

@@ -10,6 +10,7 @@ needed fields, LoRA targets the model lacks) is reported at once, before any mod
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from sdft.config import from_dict, to_dict
 from sdft.data import FORMATS, DataSpec, iter_examples
 from sdft.errors import ConfigError, InputError
 from sdft.models import DEFAULT_MODEL, is_local_model_dir
-from sdft.store import atomic_write_json, iter_jsonl
+from sdft.store import atomic_write_json, iter_jsonl, manifest_path
 
 # keys of the rewrite/train sections the pipeline fills in itself
 _REWRITE_OWNED = ("input", "output", "model", "data_format", "prompt_field", "response_field", "split", "limit")
@@ -86,6 +87,16 @@ class PipelineConfig:
         except ConfigError as e:
             problems.extend(f"train.{p}" for p in e.problems)
         problems.extend(self._check_data())
+        if self.eval is not None:
+            from sdft.eval.report import EvalConfig
+
+            try:  # the tuned model does not exist yet: validate the section's own keys and values
+                from_dict(EvalConfig, {"base": self.model, **self.eval})
+            except ConfigError as e:
+                problems.extend(f"eval.{p}" for p in e.problems)
+            for key in ("base", "tuned", "output_dir"):
+                if key in self.eval:
+                    problems.append(f"eval.{key}: set by the pipeline (the seed model, this run's model, OUT/eval)")
         problems.extend(self._check_lora())
         if problems:
             raise ConfigError(problems)
@@ -120,6 +131,10 @@ class PipelineConfig:
         except InputError as e:
             return [f"data.path: {e}"]
         if not local:
+            from sdft.data import looks_like_path
+
+            if looks_like_path(self.data.path):
+                return [f"data.path: no such file or directory: {self.data.path}"]
             return []  # a Hub dataset: checked when loaded
         try:
             spec = DataSpec(**{**self.data.spec().__dict__, "limit": min(self.data.limit or 16, 16)})
@@ -160,6 +175,14 @@ class PipelineResult:
     eval_report: Any = None  # sdft.eval.report.EvalReport when the config has an eval section
 
 
+def _wait_for(path: Path, say: Callable[[str], None], poll_s: float = 2.0) -> None:
+    """Block until ``path`` exists (another rank is producing it; torchrun stops us if it dies)."""
+    if not path.exists():
+        say(f"waiting for rank 0 to finish the rewrite ({path})")
+    while not path.exists():
+        time.sleep(poll_s)
+
+
 def run_pipeline(cfg: PipelineConfig, *, on_progress: Callable[[str, int, int | None, dict[str, Any]], None] | None
                  = None, notice: Callable[[str], None] | None = None) -> PipelineResult:
     """Run rewrite (sdft only; cached), training, and the optional ask/eval steps.
@@ -179,9 +202,12 @@ def run_pipeline(cfg: PipelineConfig, *, on_progress: Callable[[str, int, int | 
     manifest: dict[str, Any] = {"kind": "sdft-train", "method": cfg.method, "config": to_dict(cfg)}
     rewrite_out = None
     t = time.time()
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     if cfg.method == "sdft":
         from sdft.rewrite import run_rewrite
 
+        if rank != 0:  # under torchrun / accelerate: rank 0 rewrites, the others then read its cached output
+            _wait_for(manifest_path(cfg.rewrite_output), say)
         res = run_rewrite(cfg.rewrite_config(), notice=say,
                           on_progress=(lambda d, n, **k: on_progress("rewrite", d, n, k)) if on_progress else None)
         rewrite_out = res.output
@@ -213,6 +239,9 @@ def run_pipeline(cfg: PipelineConfig, *, on_progress: Callable[[str, int, int | 
                                                             "tokens_per_second", "runtime_seconds", "data")}
     manifest["model_dir"] = str(tres.final_dir)
     manifest["merged_dir"] = str(tres.merged_dir) if tres.merged_dir else None
+    manifest["world_size"] = world
+    if rank != 0:  # only rank 0 saved the model; it alone asks, evaluates and writes run.json
+        return PipelineResult(out, rewrite_out, tres.final_dir, tres.merged_dir, manifest)
 
     answer = report = None
     if cfg.ask and tres.merged_dir is not None:

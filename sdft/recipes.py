@@ -46,7 +46,7 @@ def list_recipes() -> list[RecipeInfo]:
     d = recipes_dir()
     if not d.is_dir():
         return []
-    return [RecipeInfo(p.stem, p, _summary(p)) for p in sorted(d.glob("*.yaml"))]
+    return [RecipeInfo(p.stem, p, _summary(p)) for p in sorted(d.glob("*.yaml"), key=lambda p: p.stem)]
 
 
 def find_recipe(name_or_path: str) -> Path:

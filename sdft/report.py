@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from sdft.engines import Engine, SamplingConfig
+from sdft.errors import InputError
 
 
 def _token_mean(scores: list[Any]) -> float | None:
@@ -38,9 +39,11 @@ def distribution_gap(engine: Engine, rows: Iterable[dict[str, Any]], *, limit: i
         A JSON-able dict of token-weighted mean NLLs, the length ratio and a warning when the
         kept rewrites are not closer to the model than the originals.
     """
-    sample = list(itertools.islice(rows, limit))
+    # replay rows have no reference answer (original is None): there is no gap to measure for them
+    sample = list(itertools.islice((r for r in rows if r.get("original") is not None), limit))
     if not sample:
-        return {"rows": 0}
+        raise InputError("no row has an original answer to compare with: the distribution gap needs a rewrite "
+                         "output (a replay output's answers are the model's own already)")
     prompts = [r["messages"] for r in sample]
     original = engine.score(prompts, [r["original"] for r in sample])
     rewritten = [i for i, r in enumerate(sample) if r["status"] == "rewritten"]

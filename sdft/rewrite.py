@@ -368,7 +368,7 @@ def run_rewrite(
             "versions": _versions(),
             "gap": None,
         }
-        if cfg.gap_rows > 0:
+        if cfg.gap_rows > 0 and wanted:
             from sdft.report import distribution_gap
 
             manifest["gap"] = distribution_gap(engine, store.iter_rows(), limit=cfg.gap_rows, seed=cfg.seed)

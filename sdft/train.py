@@ -323,6 +323,7 @@ def train(config: TrainConfig, pairs: Iterable[Pair], *, on_progress: ProgressCb
         seed=config.seed,
         data_seed=config.seed,
         report_to=config.report_to,
+        dataloader_pin_memory=torch.cuda.is_available(),  # pinning only helps host-to-GPU copies
         bf16=_dtype(config.dtype) == torch.bfloat16 and torch.cuda.is_available(),
         remove_unused_columns=False,
         include_num_input_tokens_seen=True,

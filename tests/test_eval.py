@@ -179,9 +179,9 @@ def test_bad_probe_file_names_row_and_fields(tmp_path):
 def test_config_lists_every_problem(tmp_path):
     with pytest.raises(ConfigError) as e:
         EvalConfig(tuned=["a=/nope/x", "a=/nope/y"], suites=["safety", "vibes"], max_drop={"math": -1},
-                   data={"safety": "/nope.csv"}, limit=0)
+                   data={"vibes": "/nope.csv"}, limit=0)
     text = str(e.value)
-    for part in ("unknown vibes", "max_drop.math: not one of the suites", ">= 0", "data.safety: file not found",
+    for part in ("unknown vibes", "max_drop.math: not one of the suites", ">= 0", "data.vibes: not a suite",
                  "limit must be >= 1", "used twice", "'/nope/x' not found"):
         assert part in text, text
 

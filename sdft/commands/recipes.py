@@ -48,16 +48,18 @@ def show(name: str) -> None:
 def validate(name: str | None, overrides: tuple[str, ...]) -> None:
     """Check one recipe (with overrides), or every bundled one; exit 2 on problems."""
     from sdft.commands._ui import out
-    from sdft.errors import ConfigError
+    from sdft.errors import ConfigError, InputError
     from sdft.recipes import list_recipes, validate_recipe
 
     names = [name] if name else [r.name for r in list_recipes()]
-    problems: list[str] = []
+    errors: list[ConfigError] = []
     for n in names:
         try:
             validate_recipe(n, overrides)
             out.print(f"ok  {n}")
         except ConfigError as e:
-            problems.append(str(e))
-    if problems:
-        raise ConfigError(problems)
+            errors.append(e)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise InputError(f"{len(errors)} recipes are invalid:\n" + "\n".join(str(e) for e in errors))

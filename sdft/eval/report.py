@@ -64,11 +64,9 @@ class EvalConfig:
                 problems.append(f"max_drop.{key}: not one of the suites run ({', '.join(self.suites)})")
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 problems.append(f"max_drop.{key}: must be a number of points >= 0, got {value!r}")
-        for key, value in self.data.items():
+        for key in self.data:  # the files themselves are read (and checked) before any model loads
             if key not in SUITES:
                 problems.append(f"data.{key}: not a suite ({', '.join(SUITES)})")
-            elif not Path(str(value)).is_file():
-                problems.append(f"data.{key}: file not found: {value}")
         if self.limit is not None and self.limit < 1:
             problems.append(f"limit must be >= 1, got {self.limit}")
         if self.backend not in ("auto", "vllm", "hf"):

@@ -19,6 +19,7 @@ normalised string comparison when that package is not installed.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import re
 import threading
@@ -198,6 +199,10 @@ def _math_verify() -> ModuleType | None:
         return None
     import math_verify  # noqa: PLC0415 - heavy (sympy); only imported when first needed
 
+    # It warns once per process when its timeouts are off, which we do on purpose off the main
+    # thread (see _symbolic_equal); the warning would only confuse users.
+    for name in ("math_verify.parser", "math_verify.grader"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     return math_verify
 
 
