@@ -20,9 +20,14 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console(stderr=True, highlight=False)
-# Pipelines read stdout from logs: do not wrap tables at rich's 80-column default there.
-out = Console(highlight=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
+
+def _width(stream: object) -> int | None:
+    # Pipelines read our output from logs: do not wrap at rich's 80-column default there.
+    return None if getattr(stream, "isatty", lambda: False)() or os.environ.get("COLUMNS") else 200
+
+
+console = Console(stderr=True, highlight=False, width=_width(sys.stderr))
+out = Console(highlight=False, width=_width(sys.stdout))
 
 
 def print_error(e: BaseException) -> None:
