@@ -19,6 +19,7 @@ engines: ``sdft train`` runs unchanged under ``accelerate launch`` / ``torchrun`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -246,6 +247,26 @@ def _dtype(name: str) -> Any:
     return getattr(torch, name)
 
 
+def _finished_run(out: Path, config: TrainConfig, data_hash: str) -> dict[str, Any] | None:
+    """The metrics of a finished run of this exact config and data in ``out``, else None.
+
+    (Resuming from the last checkpoint of a finished ``max_steps`` run would make transformers
+    train one step more; and a finished run needs no model load at all.)
+    """
+    metrics_file = out / "train_metrics.json"
+    if config.overwrite or not metrics_file.is_file() or not (out / "final").is_dir():
+        return None
+    if config.merge and not (out / "merged" / "config.json").is_file():
+        return None
+    try:
+        metrics = json.loads(metrics_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if metrics.get("data_hash") != data_hash or metrics.get("config") != json.loads(json.dumps(to_dict(config))):
+        return None
+    return metrics
+
+
 def train(config: TrainConfig, pairs: Iterable[Pair], *, on_progress: ProgressCb | None = None,
           notice: Callable[[str], None] | None = None, extra_metrics: dict[str, Any] | None = None) -> TrainResult:
     """Fine-tune ``config.model`` on (messages, answer) pairs.
@@ -265,6 +286,12 @@ def train(config: TrainConfig, pairs: Iterable[Pair], *, on_progress: ProgressCb
 
     say = notice or (lambda _m: None)
     out = Path(config.output_dir)
+    pairs = list(pairs)
+    data_hash = hashlib.sha256(json.dumps(pairs, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+    done = _finished_run(out, config, data_hash)
+    if done is not None:  # same config, same data, final (and merged) saved: nothing to train
+        say(f"{out} already holds this training run (same config and data): reusing it (pass overwrite to redo)")
+        return TrainResult(out, out / "final", out / "merged" if config.merge else None, done)
     model_path = resolve_model(config.model, log=say)
     if config.finetune == "lora":
         problems = check_lora_targets(model_path, config.lora_target_modules)
@@ -328,19 +355,27 @@ def train(config: TrainConfig, pairs: Iterable[Pair], *, on_progress: ProgressCb
         remove_unused_columns=False,
         include_num_input_tokens_seen=True,
         ddp_backend="gloo" if world > 1 and not torch.cuda.is_available() else None,
+        # Several processes without CUDA: without use_cpu, accelerate sees no device backend, leaves the model
+        # unwrapped (no DDP, no gradient all-reduce) and every rank trains its own copy on its shard.
+        use_cpu=world > 1 and not torch.cuda.is_available(),
         disable_tqdm=True,
         save_only_model=False,
     )
 
     log: list[dict[str, Any]] = []
     t_start = time.time()
+    tokens_at_start = [0]  # tokens seen before this run (a resumed run counts only its own for tokens/s)
 
     class Progress(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):  # noqa: ANN001 - transformers' signature
+            tokens_at_start[0] = state.num_input_tokens_seen or 0
+
         def on_log(self, args, state, control, logs=None, **kw):  # noqa: ANN001 - transformers' signature
             if not logs or "loss" not in logs:
                 return
             elapsed = max(time.time() - t_start, 1e-6)
-            tok_s = state.num_input_tokens_seen / elapsed if state.num_input_tokens_seen else None
+            seen = (state.num_input_tokens_seen or 0) - tokens_at_start[0]
+            tok_s = seen / elapsed if seen else None
             entry = {"step": state.global_step, "loss": logs["loss"], "lr": logs.get("learning_rate"),
                      "tokens_seen": state.num_input_tokens_seen}
             log.append(entry)
@@ -359,11 +394,21 @@ def train(config: TrainConfig, pairs: Iterable[Pair], *, on_progress: ProgressCb
     final = out / "final"
     merged = out / "merged" if config.merge else None
     metrics: dict[str, Any] = {}
+    # DeepSpeed ZeRO-3 and FSDP shard the weights over the ranks: gathering them is collective, so every rank
+    # calls save_model (only the main process writes), and merged/ is then rebuilt from final/ on disk.
+    ds_plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    sharded = trainer.is_fsdp_enabled or (trainer.is_deepspeed_enabled and getattr(ds_plugin, "zero_stage", 0) == 3)
+    if sharded:
+        trainer.save_model(str(final))
     if trainer.is_world_process_zero():
-        trainer.model.save_pretrained(str(final))
+        if not sharded:
+            trainer.model.save_pretrained(str(final))
         tokenizer.save_pretrained(str(final))
         if merged is not None:
-            full = trainer.model.merge_and_unload() if config.finetune == "lora" else trainer.model
+            if sharded:
+                full = _load_merged(model_path, final, config)
+            else:
+                full = trainer.model.merge_and_unload() if config.finetune == "lora" else trainer.model
             full.config.use_cache = True
             full.save_pretrained(str(merged), safe_serialization=True)
             tokenizer.save_pretrained(str(merged))
@@ -373,15 +418,33 @@ def train(config: TrainConfig, pairs: Iterable[Pair], *, on_progress: ProgressCb
             "model": config.model, "model_path": model_path, "finetune": config.finetune,
             "global_step": trainer.state.global_step, "resumed_from": resume,
             "first_step_this_run": log[0]["step"] if log else None,
-            "train_loss": result.training_loss, "final_loss": history[-1]["loss"] if history else None,
+            # a run resumed from a finished checkpoint trains no step: no loss or speed of its own
+            "train_loss": result.training_loss if log else None,
+            "final_loss": history[-1]["loss"] if history else None,
             "runtime_seconds": round(runtime, 2), "tokens_seen": tokens,
-            "tokens_per_second": round(tokens / runtime, 1) if runtime and tokens else None,
+            "tokens_per_second": round((tokens - tokens_at_start[0]) / runtime, 1)
+            if runtime and log and tokens else None,
             "data": stats, "rows": len(rows), "packing": config.packing, "world_size": world,
-            "log_history": history, "config": to_dict(config), **(extra_metrics or {}),
+            "distributed_type": str(trainer.accelerator.distributed_type.value),
+            "log_history": history, "config": to_dict(config), "data_hash": data_hash, **(extra_metrics or {}),
         }
         (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
         _loss_curve(history, out / "loss_curve.png")
     return TrainResult(out, final, merged, metrics)
+
+
+def _load_merged(model_path: str, final: Path, config: TrainConfig) -> Any:
+    """The full fine-tuned model from ``final/`` on disk (base + adapter merged for LoRA), on this rank alone."""
+    from transformers import AutoModelForCausalLM
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()  # training is over: load plainly, not partitioned by ZeRO-3 (a collective)
+    if config.finetune != "lora":
+        return AutoModelForCausalLM.from_pretrained(str(final), dtype=_dtype(config.dtype))
+    from peft import PeftModel
+
+    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=_dtype(config.dtype))
+    return PeftModel.from_pretrained(base, str(final)).merge_and_unload()
 
 
 def _loss_curve(history: list[dict[str, Any]], path: Path) -> None:

@@ -138,3 +138,15 @@ def test_merged_model_loads_in_vllm(tiny_model_dir, tmp_path):
         assert g.completions[0].num_tokens > 0
     finally:
         eng.close()
+
+
+def test_rerun_of_a_finished_run_is_reused_without_training(tiny_model_dir, tmp_path):
+    first = train(quick(tmp_path, tiny_model_dir), PAIRS)
+    mtime = (first.final_dir / "adapter_model.safetensors").stat().st_mtime_ns
+    notes: list[str] = []
+    again = train(quick(tmp_path, tiny_model_dir), PAIRS, notice=notes.append)
+    assert again.metrics == first.metrics and any("reusing it" in n for n in notes)
+    assert (again.final_dir / "adapter_model.safetensors").stat().st_mtime_ns == mtime
+    # other data (or another config) in the same folder is not "finished": it resumes/trains instead
+    other = train(quick(tmp_path, tiny_model_dir, max_steps=4), PAIRS)
+    assert other.metrics["global_step"] == 4 and other.metrics["first_step_this_run"] == 4
