@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 EPILOG = """\b
@@ -11,7 +13,8 @@ Examples:
   sdft train demo --method sft                     # the plain-SFT baseline, same everything else
   sdft train demo train.finetune=full train.learning_rate=1e-5 --overwrite
   sdft train --data example:arith --output-dir runs/mine --max-steps 20
-  accelerate launch --num_processes 2 -m sdft.cli train demo   # multi-GPU / multi-process
+  accelerate launch --config_file recipes/accelerate/multi_gpu.yaml -m sdft train gsm8k   # 8 GPUs
+  torchrun --nproc_per_node 2 -m sdft train demo --method sft   # 2 processes (gloo on CPU)
 
 Overrides are key=value with dots for sections (train.lora_r=8, rewrite.samples=4).
 Reruns resume: the rewrite is reused when its config is unchanged, training continues from the
@@ -103,6 +106,8 @@ def command(recipe: str | None, overrides: tuple[str, ...], method: str | None, 
         for cm in stack:
             cm.__exit__(None, None, None)
     m = result.manifest
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun / accelerate only rank 0 reports (it alone saved, asked and evaluated)
     console.print(f"[bold]done[/]: {cfg.method} run in {result.output_dir}")
     if "rewrite" in m:
         r = m["rewrite"]
