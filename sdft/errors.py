@@ -52,6 +52,19 @@ class MissingDependency(SdftError):
         self.extra = extra
 
 
+class WorkerFailed(SdftError):
+    """One or more data-parallel workers (shards of a ``--ray`` run) failed; names each shard.
+
+    Exit code 2 when every failed worker failed on bad input or configuration (fix it and
+    rerun), else 1.
+    """
+
+    def __init__(self, message: str, *, shards: list[str], exit_code: int = 1):
+        super().__init__(message)
+        self.shards = list(shards)
+        self.exit_code = exit_code
+
+
 class GateFailed(SdftError):
     """An evaluation gate (``--max-drop``) was crossed (exit code 3)."""
 

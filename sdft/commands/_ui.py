@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -31,11 +32,13 @@ out = Console(highlight=False, width=_width(sys.stdout))
 
 
 def print_error(e: BaseException) -> None:
-    console.print(f"[bold red]error:[/] {e}", markup=True, soft_wrap=True)
+    # Escaped: messages hold literal brackets (pip install 'sdft-toolkit[ray]') that rich
+    # would otherwise take for markup tags and drop.
+    console.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, soft_wrap=True)
 
 
 def notice(msg: str) -> None:
-    console.print(f"[dim]{msg}[/]", markup=True, soft_wrap=True)
+    console.print(f"[dim]{escape(msg)}[/]", markup=True, soft_wrap=True)
 
 
 class ProgressReporter:

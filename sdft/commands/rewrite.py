@@ -13,6 +13,8 @@ Examples:
   sdft rewrite data.csv -o out.jsonl --prompt-field q --response-field a --verifier none
   sdft rewrite data.jsonl -o out.jsonl --dry-run          # show the first prompts, load nothing
   sdft rewrite data.jsonl -o out.jsonl --base-url http://127.0.0.1:8000/v1   # a running `vllm serve`
+  sdft rewrite data.jsonl -o out.jsonl --ray 8             # 8 workers (one engine per GPU) via Ray, merged
+  sdft rewrite data.jsonl -o out.jsonl --ray 16 --ray-address auto   # a running Ray cluster (shared storage)
 
 Rerun the same command after a crash to resume; --overwrite starts over.
 """
@@ -58,13 +60,23 @@ Rerun the same command after a crash to resume; --overwrite starts over.
 @click.option("--kv-cache-gib", type=float, default=2.0, show_default=True, help="vLLM KV cache (GiB).")
 @click.option("--tensor-parallel-size", type=int, default=1, show_default=True)
 @click.option("--shard", help="I/N: this worker's share of the rows (0-based), e.g. 0/2; see `sdft merge`.")
+@click.option("--ray", "ray_workers", type=click.IntRange(min=1), metavar="N",
+              help="Run N workers through Ray (one engine per GPU; shards 0/N..N-1/N) and merge their outputs. "
+                   "Needs the [ray] extra.")
+@click.option("--ray-address", help="Ray cluster to join for --ray (default: $RAY_ADDRESS, else a local cluster). "
+                                    "Multi-node: data and -o on storage every node mounts.")
 @click.option("--overwrite", is_flag=True, help="Discard results of an earlier, different run.")
-def command(input: str, output: str, dry_run: bool, verifier_options: tuple[str, ...], **kw) -> None:
+def command(input: str, output: str, dry_run: bool, verifier_options: tuple[str, ...], ray_workers: int | None,
+            ray_address: str | None, **kw) -> None:
     """Rewrite each reference answer of INPUT in the seed model's own words.
 
     A rewrite is kept only if the verifier says it still reaches the reference's result;
     otherwise the original answer is kept (--on-fail keep-original) or the row dropped.
     """
+    if ray_workers and kw.get("shard"):
+        raise click.UsageError("--ray and --shard are exclusive: --ray N runs shards 0/N..N-1/N itself")
+    if ray_address and not ray_workers:
+        raise click.UsageError("--ray-address needs --ray N")
     from sdft.config import from_dict, parse_overrides
 
     opts = parse_overrides(list(verifier_options)) if verifier_options else {}
@@ -86,9 +98,18 @@ def command(input: str, output: str, dry_run: bool, verifier_options: tuple[str,
     from sdft.data import count_rows
     from sdft.rewrite import run_rewrite
 
+    if ray_workers:
+        from sdft.ray_launch import require_ray
+
+        require_ray()  # before the progress bar: a missing extra is a one-line error
     total = count_rows(cfg.data_spec())
     with progress_bar("rewriting", total=total) as bar:
-        result = run_rewrite(cfg, on_progress=bar, notice=notice)
+        if ray_workers:
+            from sdft.ray_launch import run_rewrite_ray
+
+            result = run_rewrite_ray(cfg, ray_workers, address=ray_address, on_progress=bar, notice=notice)
+        else:
+            result = run_rewrite(cfg, on_progress=bar, notice=notice)
     console.print(f"output: {result.output}")
     summary_table(result.manifest)
     print_gap(result.manifest.get("gap"))
