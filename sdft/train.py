@@ -353,7 +353,8 @@ def train(config: TrainConfig, pairs: Iterable[Pair], *, on_progress: ProgressCb
         dataloader_pin_memory=torch.cuda.is_available(),  # pinning only helps host-to-GPU copies
         bf16=_dtype(config.dtype) == torch.bfloat16 and torch.cuda.is_available(),
         remove_unused_columns=False,
-        include_num_input_tokens_seen=True,
+        # tokens/s counts real tokens, not padding (packed rows carry no mask but are nearly full)
+        include_num_input_tokens_seen="all" if config.packing else "non_padding",
         ddp_backend="gloo" if world > 1 and not torch.cuda.is_available() else None,
         # Several processes without CUDA: without use_cpu, accelerate sees no device backend, leaves the model
         # unwrapped (no DDP, no gradient all-reduce) and every rank trains its own copy on its shard.
