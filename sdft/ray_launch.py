@@ -158,9 +158,9 @@ def run_rewrite_ray(
         )
         atomic_write_json(manifest_path(output), merged)
         if cfg.output_format == "hf":
-            from sdft.rewrite import _save_hf
+            from sdft.rewrite import save_hf
 
-            _save_hf(output)
+            save_hf(output)
         return RewriteResult(output, merged)
     finally:
         if started_here:

@@ -375,7 +375,7 @@ def run_rewrite(
         manifest["wall_seconds_this_run"] = round(time.time() - t0, 3)
         store.finalize(manifest, expected_ids=wanted)
         if cfg.output_format == "hf":
-            _save_hf(output)
+            save_hf(output)
     finally:
         if own_engine:
             engine.close()
@@ -424,7 +424,8 @@ def _score_passing(engine: Engine, chunk: list[Example], cand_lists: list[list[C
         cand_lists[i][j].mean_nll = s.mean_nll
 
 
-def _save_hf(output: Path) -> None:
+def save_hf(output: Path) -> None:
+    """Also save a finished JSONL output as a `datasets` folder beside it (``--output-format hf``)."""
     import datasets
 
     target = output.with_suffix("") if output.suffix else output.with_name(output.name + "_hf")
