@@ -705,10 +705,18 @@ def _usage_section(repo_id: str | None, adapter: bool, base_hub: str | None) -> 
 
 # -- cards beside local outputs ------------------------------------------------------------------
 
-def card_path(output_path: str | Path) -> Path:
-    """Where the card of a local output goes: ``FOLDER/README.md`` for a folder, else ``OUT.README.md``."""
+def _is_model_output(output_path: Path, manifest: Any) -> bool:
+    """A model folder (``sdft train``'s ``merged/`` or ``final/``) rather than a rewrite/replay output."""
+    kind = _get(manifest, "kind")
+    if kind in ("sdft-rewrite", "sdft-replay"):
+        return False
+    return kind == "sdft-train" or output_path.is_dir()
+
+
+def card_path(output_path: str | Path, manifest: dict[str, Any] | None = None) -> Path:
+    """Where the card of a local output goes: ``FOLDER/README.md`` for a model folder, else ``OUT.README.md``."""
     p = Path(output_path)
-    return p / "README.md" if p.is_dir() else p.with_name(p.name + CARD_NAME_SUFFIX)
+    return p / "README.md" if _is_model_output(p, manifest) else p.with_name(p.name + CARD_NAME_SUFFIX)
 
 
 def is_sdft_card(path: Path) -> bool:
@@ -722,18 +730,20 @@ def is_sdft_card(path: Path) -> bool:
     return end >= 0 and head[end + 5:].lstrip("\n").startswith(CARD_MARKER)
 
 
-def write_card_beside(output_path: str | Path, manifest: dict[str, Any], *, command_line: str | None = None,
+def write_card_beside(output_path: str | Path, manifest: dict[str, Any] | None, *, command_line: str | None = None,
                       notice: Callable[[str], None] | None = None, **card_options: Any) -> Path | None:
     """Write the card of a local output next to it (atomically); returns its path, or None when skipped.
 
-    A file output (rewrite/replay) gets a dataset card ``OUT.README.md``; a model folder
-    (``merged/`` or ``final/``) gets ``FOLDER/README.md`` built by :func:`model_card_for`.
+    A rewrite/replay output ``OUT`` (manifest kind ``sdft-rewrite``/``sdft-replay``) gets a
+    dataset card ``OUT.README.md``; a model folder (``merged/`` or ``final/``; kind
+    ``sdft-train`` or a folder) gets ``FOLDER/README.md`` built by :func:`model_card_for`.
     An existing file there that sdft did not write (e.g. the README peft puts in an adapter
     folder) is left alone, with a notice.
 
     Args:
-        output_path: the output file or model folder.
-        manifest: the output's manifest, or the run record (``run.json``) for a model folder.
+        output_path: the output JSONL, or the model folder.
+        manifest: the output's manifest, or the run record (``run.json``; None: read from
+            ``run.json`` two levels above the model folder).
         command_line: the command that made it.
         notice: one-line notices.
         **card_options: passed on to :func:`dataset_card` / :func:`model_card_for`.
@@ -741,15 +751,15 @@ def write_card_beside(output_path: str | Path, manifest: dict[str, Any], *, comm
     from sdft.store import atomic_write_text
 
     p = Path(output_path)
-    target = card_path(p)
+    target = card_path(p, manifest)
     if target.exists() and not is_sdft_card(target):
         if notice:
             notice(f"{target} exists and was not written by sdft: left as is (no card written)")
         return None
-    if p.is_dir():
+    if _is_model_output(p, manifest):
         text = model_card_for(p, manifest, command_line=command_line, **card_options)
     else:
-        text = dataset_card(manifest, command_line=command_line, data_file=data_file_name(p), **card_options)
+        text = dataset_card(manifest or {}, command_line=command_line, data_file=data_file_name(p), **card_options)
     atomic_write_text(target, text)
     return target
 

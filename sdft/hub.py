@@ -211,9 +211,14 @@ def _push(files: dict[str, Path | bytes], repo_id: str, repo_type: str, *, priva
         try:
             url = str(api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=False))
         except HfHubHTTPError as e:
-            if _status(e) != 409:
+            # 409: it exists. 401/402/403: a token may write to an existing repo yet not create one
+            # (fine-grained tokens): look it up, and report the create error if it is not there.
+            if _status(e) not in (401, 402, 403, 409):
                 raise
-            info = api.repo_info(repo_id, repo_type=repo_type)
+            try:
+                info = api.repo_info(repo_id, repo_type=repo_type)
+            except HfHubHTTPError:
+                raise e from None
             if private and getattr(info, "private", None) is False:
                 raise InputError(f"--push-to-hub: {repo_id} exists and is public: pass --public to push to it "
                                  f"anyway, or choose another name") from None

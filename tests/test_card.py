@@ -341,7 +341,8 @@ def test_write_card_beside_never_overwrites_a_foreign_file(tmp_path):
 
 def test_write_card_beside_a_model_folder(tmp_path):
     folder = make_run_dir(tmp_path)
-    path = write_card_beside(folder, json.loads((tmp_path / "run.json").read_text()), command_line="sdft train demo")
+    path = write_card_beside(folder, None, command_line="sdft train demo")  # run.json found two levels up
     assert path == folder / "README.md"
     meta, body = split_card(path.read_text())
     assert meta["library_name"] == "transformers" and "sdft train demo" in body
+    assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"  # the seed model came from run.json

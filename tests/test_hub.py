@@ -96,6 +96,16 @@ def test_second_push_adds_a_commit_and_a_public_repo_needs_public(hub, tmp_path)
     assert len(hub.repo("alice/open", "dataset").commits) == 1
 
 
+def test_a_token_that_cannot_create_may_still_push_to_an_existing_repo(hub, tmp_path):
+    from mock_hub import Repo
+
+    out, _ = write_output(tmp_path)
+    hub.repos[("dataset", "org/shared")] = Repo("org/shared", "dataset", private=True)
+    hub.fail["create"] = 403
+    push_dataset(out, "org/shared", token=TOKEN, endpoint=hub.url)
+    assert "out.jsonl" in hub.repo("org/shared", "dataset").files
+
+
 def test_odd_output_names_are_stored_as_data_jsonl(hub, tmp_path):
     out, _ = write_output(tmp_path, name="my run [v2].jsonl")
     push_dataset(out, "alice/odd", token=TOKEN, endpoint=hub.url)
