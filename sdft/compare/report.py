@@ -221,7 +221,9 @@ def _suite_name(row: dict[str, Any]) -> str:
 def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the main table: score [CI] and Δ vs the seed model per method (report.md and CLI)."""
     methods = [m["name"] for m in report["methods"]]
-    header = ["suite", "n", "seed model", *methods]
+    seeds = {m: max((len(r["methods"][m]["seeds"]) for r in report["suites"] if m in r["methods"]), default=0)
+             for m in methods}
+    header = ["suite", "n", "seed model", *(f"{m} ({seeds[m]} seed{'s' if seeds[m] != 1 else ''})" for m in methods)]
     rows = []
     if not any(r["role"] == "task" for r in report["suites"]):
         rows.append(["task (gain)", "–", "not measured", *(["–"] * len(methods))])
