@@ -164,3 +164,43 @@ def test_cli_overlap_is_exit_2_with_one_line(tmp_path, capsys):
         main(["compare", str(path), "-o", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "task data overlap: 6 of the 6" in err and "Traceback" not in err
+
+
+def test_bundled_compare_recipe_is_valid():
+    data, source, _ = load_compare_recipe("demo", [f"model={MODEL}"])  # the schema, without the model files
+    cfg = load_compare(data, source=source)
+    assert [m.name for m in cfg.methods] == ["sft", "sdft"] and cfg.seeds == [0, 1, 2]
+    assert cfg.section.holdout == 0.25 and cfg.output_dir == Path("runs/compare")
+
+
+def test_one_compare_process_per_folder(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from sdft.compare.run import run_lock
+
+    with run_lock(tmp_path):
+        assert (tmp_path / ".compare.lock").read_text() == str(os.getpid())
+    assert not (tmp_path / ".compare.lock").exists()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / ".compare.lock").write_text(str(live.pid))
+        with pytest.raises(InputError, match=f"another sdft compare \\(pid {live.pid}\\)"):
+            with run_lock(tmp_path):
+                pass
+    finally:
+        live.kill()
+        live.wait()
+    with run_lock(tmp_path):  # the owner was killed: its lock is taken over
+        assert (tmp_path / ".compare.lock").read_text() == str(os.getpid())
+
+
+def test_eval_settings_add_the_task_suite_for_every_model(tmp_path):
+    cfg = load_compare(recipe(tmp_path), source="t", output_dir=str(tmp_path / "out"))
+    s = cfg.eval_settings(["sft@s0=a", "sdft@s0=b"], tmp_path / "task_eval.jsonl", "math")
+    assert s["suites"] == ["task", "safety"] and s["data"]["task"] == str(tmp_path / "task_eval.jsonl")
+    assert s["task_verifier"] == "math" and s["base"] == MODEL and s["tuned"] == ["sft@s0=a", "sdft@s0=b"]
+    assert s["limit"] == 2 and s["output_dir"] == str(tmp_path / "out" / "eval")
+    without = cfg.eval_settings([], None, None)
+    assert without["suites"] == ["safety"] and "task_verifier" not in without and "task" not in without["data"]

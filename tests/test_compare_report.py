@@ -136,3 +136,17 @@ def test_bad_answers_file_names_the_line(tmp_path):
         read_answers(f)
     with pytest.raises(InputError, match="no compare run here"):
         write_report(tmp_path)
+
+
+@pytest.mark.parametrize("patch, message", [
+    ({"units": {"a": 1}}, "units must be a list"),
+    ({"config": {"methods": "sft"}}, "config.methods must be a list"),
+    ({"stats": {"bootstrap": 10**12}}, r"stats.bootstrap must be an integer in \[100, 1000000\]"),
+])
+def test_hostile_compare_json_is_an_input_error(tmp_path, patch, message):
+    out = make_run(tmp_path / "run")
+    plan = json.loads((out / "compare.json").read_text())
+    plan.update(patch)
+    (out / "compare.json").write_text(json.dumps(plan))
+    with pytest.raises(InputError, match=message):
+        write_report(out)

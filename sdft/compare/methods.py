@@ -163,8 +163,8 @@ def unavailable_reason(m: Method) -> str | None:
         gpu = False
     if not gpu:
         return (f"method '{m.name}' (TRL's on-policy self-distillation) needs a GPU: the student generates at "
-                f"every step, which is impractical on a CPU. Drop it from --methods here; see the README "
-                f"'sdft compare' section")
+                f"every step, which is impractical on a CPU. Drop it from --methods here "
+                f"(see recipes/compare/README.md)")
     return (f"method '{m.name}' (TRL's on-policy self-distillation) is registered but not wired into sdft compare "
             f"yet; run it with TRL directly and compare with `sdft eval`, or drop it from --methods")
 

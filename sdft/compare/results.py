@@ -100,10 +100,28 @@ def read_plan(out: Path) -> dict[str, Any]:
     Raises:
         InputError: the folder holds no compare run.
     """
-    plan = read_json(out / "compare.json")
+    path = out / "compare.json"
+    plan = read_json(path)
     if plan is None or plan.get("kind") != "sdft-compare":
         raise InputError(f"{out}: no compare run here (compare.json missing or unreadable); "
                          f"pass the output folder of `sdft compare`")
+    cfg, units = plan.get("config"), plan.get("units")
+    methods = cfg.get("methods") if isinstance(cfg, dict) else None
+    if not (isinstance(methods, list) and all(isinstance(m, dict) and isinstance(m.get("name"), str)
+                                              for m in methods)):
+        raise InputError(f"{path}: config.methods must be a list of {{name, ...}} objects")
+    if not (isinstance(units, list) and all(
+            isinstance(u, dict) and isinstance(u.get("method"), str) and isinstance(u.get("label"), str)
+            and isinstance(u.get("dir"), str) and isinstance(u.get("seed"), int) for u in units)):
+        raise InputError(f"{path}: units must be a list of {{method, seed, label, dir}} objects")
+    for key in ("stats", "eval", "timings"):
+        if not isinstance(plan.get(key, {}), dict):
+            raise InputError(f"{path}: {key} must be an object")
+    st = plan.get("stats", {})
+    for key, lo, hi in (("bootstrap", 100, 1_000_000), ("seed", 0, 2**63 - 1), ("examples", 0, 50)):
+        v = st.get(key, lo)
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise InputError(f"{path}: stats.{key} must be an integer in [{lo}, {hi}], got {v!r}")
     return plan
 
 

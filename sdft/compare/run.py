@@ -24,7 +24,8 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from sdft.compare.methods import Method
 from sdft.compare.results import read_json
 from sdft.compare.split import TaskSplit, prepare_task_split
 from sdft.config import from_dict, to_dict
-from sdft.errors import ConfigError
+from sdft.errors import ConfigError, InputError
 from sdft.store import atomic_write_json
 
 ProgressCb = Callable[[str, int, "int | None", dict], None]  # (stage, done, total, stats)
@@ -75,9 +76,10 @@ class _Plan:
                        "dir": str(u.dir.relative_to(cfg.output_dir))} for u in cfg.units],
             "stats": {"bootstrap": cfg.section.bootstrap, "seed": cfg.section.stats_seed,
                       "examples": cfg.section.examples},
-            "timings": old.get("timings", {}) if old.get("kind") == "sdft-compare" else {},
-            "status": "running",
+            "timings": {}, "status": "running",
         }
+        if old.get("kind") == "sdft-compare":  # what earlier runs recorded stays until this run redoes it
+            self.data.update({k: old[k] for k in ("timings", "split", "shared", "eval") if k in old})
         self.save()
 
     def timing(self, stage: str, seconds: float, cached: bool) -> None:
@@ -104,6 +106,14 @@ def run_compare(cfg: CompareConfig, *, on_progress: ProgressCb | None = None,
         raise ConfigError("sdft compare runs in one process (it trains its units one after another); "
                           "launch it without torchrun / accelerate")
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(cfg.output_dir):
+        return _run(cfg, say, on_progress)
+
+
+def _run(cfg: CompareConfig, say: Callable[[str], None], on_progress: ProgressCb | None) -> CompareResult:
+    if cfg.pipeline.train.get("max_steps", -1) < 1 and any(m.replay for m in cfg.methods):
+        say("train.max_steps is not set: +replay methods train on more rows, so for more steps than the others; "
+            "set train.max_steps for an equal budget")
     plan = _Plan(cfg)
     t = time.time()
     split = prepare_task_split(cfg, say)
@@ -122,6 +132,50 @@ def run_compare(cfg: CompareConfig, *, on_progress: ProgressCb | None = None,
 
     report = write_report(cfg.output_dir, notice=say)
     return CompareResult(cfg.output_dir, report, trained, skipped)
+
+
+@contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """One compare process per output folder: a second one fails at once instead of mixing units.
+
+    The lock file holds the owner's pid; a lock left by a killed process (pid gone) is taken over.
+
+    Raises:
+        InputError: another live process runs a comparison in ``out``.
+    """
+    lock = out / ".compare.lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or "0")
+            except (OSError, ValueError):
+                pid = 0
+            if pid > 0 and pid != os.getpid() and _alive(pid):
+                raise InputError(f"{out}: another sdft compare (pid {pid}) is running in this folder; wait for it "
+                                 f"or use another --output-dir") from None
+            lock.unlink(missing_ok=True)  # left behind by a killed run
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        break
+    else:
+        raise InputError(f"{out}: could not take the lock {lock}")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def prepare_training_data(cfg: CompareConfig, split: TaskSplit, plan: _Plan, say: Callable[[str], None],
