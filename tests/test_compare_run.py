@@ -91,6 +91,9 @@ def test_kill_between_units_resumes_skips_finished_and_retrains_changed(tiny_mod
     assert runs["sdft+replay@s0"]["data_hash"] == runs["sdft+replay@s1"]["data_hash"]  # same rows, other seed
     assert "replay" in runs["sdft+replay@s1"]["data"] and runs["sft@s0"]["data"] == {"answers": "original"}
     assert runs["sft@s0"]["fingerprint"] != runs["sft@s1"]["fingerprint"]
+    mix = runs["sdft+replay@s0"]["data"]["replay"]  # a random-weight model's queries rarely pass the filters:
+    short = mix["replay_used"] < mix["replay_wanted"]  # a shortfall is said, not hidden
+    assert short == any("replay rows wanted are available" in n for n in notes)
     # one eval: the seed model and all four units on identical prompts
     items = list(iter_jsonl(out / "eval" / "answers.jsonl"))
     for suite in ("safety", "math"):

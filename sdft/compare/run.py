@@ -111,7 +111,8 @@ def run_compare(cfg: CompareConfig, *, on_progress: ProgressCb | None = None,
 
 
 def _run(cfg: CompareConfig, say: Callable[[str], None], on_progress: ProgressCb | None) -> CompareResult:
-    if cfg.pipeline.train.get("max_steps", -1) < 1 and any(m.replay for m in cfg.methods):
+    budget = cfg.train_config(cfg.methods[0], cfg.seeds[0], cfg.output_dir).max_steps
+    if budget < 1 and any(m.replay for m in cfg.methods):
         say("train.max_steps is not set: +replay methods train on more rows, so for more steps than the others; "
             "set train.max_steps for an equal budget")
     plan = _Plan(cfg)
@@ -210,6 +211,10 @@ def prepare_training_data(cfg: CompareConfig, split: TaskSplit, plan: _Plan, say
             # mixed with the fixed recipe seed: every training seed of a method sees the same rows
             rows, mix = mix_replay(rows, replay_path, cfg.replay_ratio(m), cfg.pipeline.seed)
             prov["replay"] = mix
+            if mix["capped"]:
+                say(f"{m.name}: only {mix['replay_used']} of the {mix['replay_wanted']} replay rows wanted are "
+                    f"available in {replay_path}: it trains at replay share {mix['actual_ratio']:.0%}, not "
+                    f"{mix['ratio']:.0%} (raise compare.replay.num or max_rounds)")
         out[m.name] = TrainingData([(r["messages"], r["response"]) for r in rows], prov)
     return out
 
