@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("sdft.commands.inspect", "Summarise a rewrite output: statuses, reasons, distribution gap."),
     "train": ("sdft.commands.train", "Rewrite then fine-tune (SDFT), or fine-tune on the originals (SFT)."),
     "eval": ("sdft.commands.eval", "Measure forgetting: base vs tuned on safety, math, code, tools, drift."),
+    "compare": ("sdft.commands.compare", "Train several methods over seeds; report task gain against forgetting."),
     "replay": ("sdft.commands.replay", "Generate Magpie-style self-replay data from the model itself."),
     "recipes": ("sdft.commands.recipes", "List, show and validate the bundled YAML recipes."),
 }
