@@ -230,6 +230,8 @@ def _child_lock_down(cfg: dict) -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
         libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+    if cfg["mounts"]:
+        _child_mounts(cfg["mounts"])
     uid = cfg["uid"]
     if uid is not None:
         os.setgroups([])
@@ -246,6 +248,37 @@ def _child_lock_down(cfg: dict) -> None:
             raise PermissionError("signalling other processes is blocked in the sdft code sandbox")
 
     sys.addaudithook(audit)
+
+
+def _child_mounts(spec: dict) -> None:
+    """unshare mode, still privileged in a private mount namespace: a private /tmp, third-party
+    packages and the venv hidden, and the interpreter reachable after the uid drop even when it
+    lives under a 0700 directory such as /root (which is then replaced by an empty one)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    bind, rec, private, nosuid, nodev = 4096, 16384, 1 << 18, 2, 4
+
+    def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+        if libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
+                      data.encode() if data else None) != 0:
+            raise OSError(ctypes.get_errno(), f"mount {target}: {os.strerror(ctypes.get_errno())}")
+
+    mount("none", "/", None, rec | private)
+    mount("tmpfs", "/tmp", "tmpfs", nosuid | nodev, f"size={spec['tmp_size']},mode=1777")
+    prefix, closed = spec["prefix"], spec["closed_ancestor"]
+    if closed:
+        stash = "/tmp/.sdft-python"
+        os.mkdir(stash)
+        mount(prefix, stash, None, bind | rec)
+        mount("tmpfs", closed, "tmpfs", nosuid | nodev, "mode=0755")
+        os.makedirs(prefix, mode=0o755)
+        mount(stash, prefix, None, bind | rec)
+        libc.umount2(stash.encode(), 2)  # MNT_DETACH
+        os.rmdir(stash)
+    for path in spec["hide"]:
+        if os.path.isdir(path):
+            mount("tmpfs", path, "tmpfs", nosuid | nodev, "size=4096,mode=0755")
 
 
 def _exc_text(exc: BaseException) -> str:
@@ -468,7 +501,7 @@ class _Child:
         if hello != {"hello": True}:
             self.fail("tests-failed", "the candidate broke the sandbox protocol")
         cfg = {"code": code, "limits": self.spec["limits"], "uid": self.spec["uid"], "cwd": self.spec["child_cwd"],
-               "prctl": self.spec["prctl"], "blocked": list(blocked)}
+               "prctl": self.spec["prctl"], "mounts": self.spec["mounts"], "blocked": list(blocked)}
         self.send(cfg)
         reply = self.recv()
         if reply.get("ready") is True:
@@ -770,11 +803,11 @@ def _child_spec(mode: str, drop_uid: bool, limits: list, max_file_mb: int) -> di
     """How to start the child in ``mode``: argv, environment, uid, working directory, clean-up."""
     import secrets
 
-    python, _ = _interpreter()
+    python, prefix = _interpreter()
     uid = (1 << 20) + secrets.randbelow(1 << 28) if drop_uid else None
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
     spec = {"mode": mode, "limits": limits, "uid": uid, "env": env, "child_cwd": None, "new_session": False,
-            "kill_uid": False, "prctl": False}
+            "kill_uid": False, "prctl": False, "mounts": None}
     child = [python, "-I", "-S", "-c", _BOOT, "child"]
     if mode == "bwrap":
         spec.update(argv=_bwrap_argv(_bwrap_binary() or "bwrap", max(4 * max_file_mb, 64)), child_cwd="/tmp")
@@ -782,10 +815,25 @@ def _child_spec(mode: str, drop_uid: bool, limits: list, max_file_mb: int) -> di
         flags = ["--pid", "--fork", "--kill-child", "--mount-proc", "--net", "--ipc", "--uts", "--mount"]
         if os.geteuid() != 0:
             flags += ["--user", "--map-root-user"]
-        spec.update(argv=["unshare", *flags, "--", *child])
+        hide = _hidden_dirs(prefix)
+        if os.path.realpath(sys.prefix) != prefix:
+            hide.append(os.path.realpath(sys.prefix))  # the venv: third-party packages and their data
+        mounts = {"tmp_size": max(4 * max_file_mb, 64) << 20, "prefix": prefix, "hide": hide,
+                  "closed_ancestor": _closed_ancestor(prefix)}
+        spec.update(argv=["unshare", *flags, "--", *child], child_cwd="/tmp", mounts=mounts)
     else:
         spec.update(argv=child, new_session=True, kill_uid=drop_uid, prctl=True)
     return spec
+
+
+def _closed_ancestor(path: str) -> str | None:
+    """The top-most directory above ``path`` that others cannot enter (e.g. /root), if any."""
+    parts = path.strip("/").split("/")
+    for i in range(1, len(parts)):
+        ancestor = "/" + "/".join(parts[:i])
+        if not os.stat(ancestor).st_mode & 0o001:
+            return ancestor
+    return None
 
 
 def _limits(timeout_s: float, memory_mb: int, max_file_mb: int) -> list:
@@ -903,20 +951,49 @@ def _start_child(spec: dict) -> tuple:
     return proc, spec, workdir
 
 
+def _namespace_inits(launcher: int) -> list[int]:
+    """pidfds of the launcher's children: bwrap's and unshare's child is the pid namespace's init."""
+    try:
+        with open(f"/proc/{launcher}/task/{launcher}/children") as fh:
+            kids = [int(k) for k in fh.read().split()]
+    except (OSError, ValueError):
+        return []
+    fds = []
+    for kid in kids:
+        try:
+            fds.append(os.pidfd_open(kid))  # race-free handle: the launcher has not reaped it yet
+        except (OSError, AttributeError):
+            pass
+    return fds
+
+
 def _stop_child(proc, spec: dict, workdir: str | None) -> None:
-    """Kill the child's whole tree: its pid namespace (bwrap, unshare) or its process group."""
+    """Kill the child's whole tree and wait until it is gone: its pid namespace (bwrap, unshare),
+    whose init takes every other process in it down before it exits, or its process group."""
+    import select
     import shutil
     import signal
 
+    inits = _namespace_inits(proc.pid) if spec["mode"] in NAMESPACE_ISOLATIONS and proc.poll() is None else []
+    for fd in inits:
+        try:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except OSError:
+            pass
     if proc.poll() is None:
         try:
             if spec["new_session"]:
                 os.killpg(proc.pid, signal.SIGKILL)
             else:
-                proc.kill()  # the launcher: the pid namespace and everything in it dies with it
+                proc.kill()
         except (ProcessLookupError, PermissionError):
             pass
     proc.wait()
+    for fd in inits:  # a pidfd turns readable once its process has exited, namespace and all
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.poll(5000)
+        os.close(fd)
     for stream in (proc.stdin, proc.stdout, proc.stderr):
         stream.close()
     if workdir:
