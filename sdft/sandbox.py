@@ -63,7 +63,8 @@ MAX_DEPTH = 100  # nesting of a value crossing the boundary
 MAX_ITEMS = 1_000_000  # elements in one value (an iterator is materialised up to this)
 _TAIL_BYTES = 64 * 1024
 _DETAIL_CHARS = 300
-_GRACE_S = 10.0  # the caller's backstop on top of timeout_s (judge + child start-up)
+_STARTUP_S = 10.0  # for the child to start, not counted in timeout_s (a loaded machine is slow)
+_GRACE_S = _STARTUP_S + 10.0  # the caller's backstop on top of timeout_s
 _PROBE_TIMEOUT_S = 30.0
 
 # Audit events (PEP 578) the child refuses. A convenience that gives honest code a clear error;
@@ -391,7 +392,9 @@ class _Child:
         import time
 
         self._time = time.monotonic
-        self.deadline = self._time() + job["timeout_s"]
+        self.timeout_s = job["timeout_s"]
+        self.started = False
+        self.deadline = self._time() + _STARTUP_S
         self.calls = 0
         self.fatal: _Fatal | None = None
         self.tail = bytearray()
@@ -404,6 +407,8 @@ class _Child:
     # -- low-level I/O, always bounded by the deadline
     def _remaining(self) -> float:
         left = self.deadline - self._time()
+        if left <= 0 and not self.started:
+            self.fail("sandbox-error", f"the sandboxed process did not start within {_STARTUP_S:g} s")
         if left <= 0:
             self.fail("timeout", "no result within the time limit")
         return left
@@ -498,6 +503,7 @@ class _Child:
         """Boot the child, handshake, load the code; returns the candidate's import-time error, if any."""
         self.send_raw(len(boot).to_bytes(4, "big") + boot)
         hello = self.recv(before_hello=True)
+        self.started, self.deadline = True, self._time() + self.timeout_s  # the candidate's time starts now
         if hello != {"hello": True}:
             self.fail("tests-failed", "the candidate broke the sandbox protocol")
         cfg = {"code": code, "limits": self.spec["limits"], "uid": self.spec["uid"], "cwd": self.spec["child_cwd"],
@@ -540,8 +546,11 @@ class _Child:
             raise _SandboxLimit(f"the tests pass {name!r} an argument that cannot cross the boundary: {exc}") from None
         reply = self.request(req)
         if "ret" in reply:
-            for item in reply.get("mut") or []:
-                _apply_mutation(args, item, self._decode)
+            try:
+                for item in reply.get("mut") or []:
+                    _apply_mutation(args, item, self._decode)
+            except (ProtocolError, TypeError, ValueError) as exc:
+                self.fail("tests-failed", f"the candidate broke the sandbox protocol: {exc}")
             return self._decode(reply["ret"])
         if "raise" in reply:
             raise _candidate_exception(str(reply["raise"])[:100], str(reply.get("msg", ""))[:_DETAIL_CHARS], name)
@@ -944,10 +953,15 @@ def _start_child(spec: dict) -> tuple:
         if spec["uid"] is not None:
             os.chown(workdir, spec["uid"], spec["uid"])
         spec = {**spec, "child_cwd": workdir}
-    proc = subprocess.Popen(
-        spec["argv"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        cwd=workdir or "/", env=spec["env"], close_fds=True, start_new_session=spec["new_session"],
-    )
+    try:
+        proc = subprocess.Popen(
+            spec["argv"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=workdir or "/", env=spec["env"], close_fds=True, start_new_session=spec["new_session"],
+        )
+    except OSError:
+        if workdir:
+            os.rmdir(workdir)
+        raise
     return proc, spec, workdir
 
 
@@ -1011,16 +1025,22 @@ def _run_job(code: str, tests: str, entry_point: str | None, setup: str | None, 
     nonce = secrets.token_hex(16)
     judge_mb = max(1024, 2 * int(memory_mb))
     boot = _boot_payload()
-    child, spec, workdir = _start_child(spec)
+    try:
+        child, spec, workdir = _start_child(spec)
+    except OSError as exc:  # e.g. the bwrap binary went away after the probe
+        return False, "sandbox-error", f"could not start the sandbox: {exc}"[:_DETAIL_CHARS]
     try:
         fds = [child.stdin.fileno(), child.stdout.fileno(), child.stderr.fileno()]
         job = {"nonce": nonce, "code": code, "tests": tests, "entry_point": entry_point or "", "setup": setup or "",
                "timeout_s": float(timeout_s), "child": spec, "child_fds": fds, "boot": base64.b64encode(boot).decode(),
                "judge_limits": [["RLIMIT_AS", judge_mb << 20], ["RLIMIT_CORE", 0], ["RLIMIT_CPU", int(timeout_s) + 30]]}
-        judge = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _BOOT, "judge"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, cwd="/", env=spec["env"], start_new_session=True, pass_fds=fds,
-        )
+        try:
+            judge = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _BOOT, "judge"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, cwd="/", env=spec["env"], start_new_session=True, pass_fds=fds,
+            )
+        except OSError as exc:
+            return False, "sandbox-error", f"could not start the judge: {exc}"[:_DETAIL_CHARS]
         for stream in (child.stdin, child.stdout, child.stderr):  # the judge holds the only copies now
             stream.close()
         payload = len(boot).to_bytes(4, "big") + boot + json.dumps(job).encode("utf-8")
@@ -1067,7 +1087,8 @@ def run_judged(
         entry_point: when given, the tests' ``check`` is called with the candidate's function.
         setup: trusted code run in the judge before the tests (e.g. HumanEval's prompt, so that
             helpers such as ``poly`` are the dataset's and not the candidate's).
-        timeout_s: wall-clock limit for the child, from its start to the last call.
+        timeout_s: wall-clock limit for the candidate, from the moment its process is up (its
+            start-up may take up to 10 s more on a loaded machine) to the last call.
         memory_mb: address-space limit of the child.
         max_file_mb: the largest file the child may write.
         sandbox: "auto" (the strongest isolation available) or "strict" (refuse without namespaces).

@@ -155,7 +155,7 @@ def test_infinite_loop_times_out_quickly() -> None:
     start = time.monotonic()
     verdict = run_tests("while True:\n    pass\n", "pass", timeout_s=2)
     assert verdict.reason == "timeout"
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 10  # 2 s, plus start-up on a loaded machine
 
 
 def _processes_named(name: str) -> list[int]:
@@ -301,3 +301,12 @@ def test_strict_runs_where_namespaces_work() -> None:
     verifier = CodeVerifier(sandbox="strict")
     assert verifier.check(fenced(ADD), "", {"test": ADD_TESTS}).ok
     assert verifier.check(fenced("def add(a, b):\n    return 0\n"), "", {"test": ADD_TESTS}).reason == "tests-failed"
+
+
+@pytest.mark.parametrize("binary", ["/bin/false", "/nonexistent/bwrap"])
+def test_a_broken_sandbox_is_never_a_pass(binary: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the launcher exits at once, or is not there: "sandbox-error", whatever the candidate
+    monkeypatch.setattr(sandbox, "_PROBED", {"mode": "bwrap", "drop_uid": False})
+    monkeypatch.setattr(sandbox, "_bwrap_binary", lambda: binary)
+    verdict = run_tests(ADD, ADD_TESTS)
+    assert (verdict.ok, verdict.reason) == (False, "sandbox-error"), verdict

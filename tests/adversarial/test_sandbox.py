@@ -26,7 +26,7 @@ MBPP = {"test": "assert add(2, 3) == 5\nassert add(10, 5) == 15\n"}
 TOKEN = f"sdftadv{os.getpid() % 100000}"  # names processes and files the candidates leave behind
 
 
-def judge(code: str, row: dict | None = None, timeout_s: float = 3.0):
+def judge(code: str, row: dict | None = None, timeout_s: float = 10.0):
     return CodeVerifier(timeout_s=timeout_s).check(f"```python\n{code}```", "", row or HUMANEVAL)
 
 
@@ -284,7 +284,7 @@ def test_fork_bomb_is_bounded() -> None:
     ids=["at-import", "growing"],
 )
 def test_memory_bomb(code: str) -> None:
-    verdict = judge(code, timeout_s=15)  # filling 512 MB takes seconds on a loaded 2-core machine
+    verdict = judge(code)  # filling 512 MB takes seconds on a loaded 2-core machine
     assert (verdict.ok, verdict.reason) == (False, "tests-failed")
     assert "MemoryError" in verdict.detail
 
@@ -310,7 +310,7 @@ def test_giant_or_deep_return_values_fail_cleanly() -> None:
                  "return 'x' * (MAX + 1)",
                  "return 10 ** 100000"):
         head = f"import sys\nsys.setrecursionlimit(100000)\nMAX = {sandbox.MAX_MESSAGE_BYTES}\n"
-        verdict = run_tests(f"{head}def add(a, b):\n    {body}\n", "assert add(1, 2) == 3\n", timeout_s=5)
+        verdict = run_tests(f"{head}def add(a, b):\n    {body}\n", "assert add(1, 2) == 3\n", timeout_s=10)
         assert (verdict.ok, verdict.reason) == (False, "tests-failed"), (body, verdict)
 
 
