@@ -1,17 +1,19 @@
-"""Code verifier: extraction, test running, and the sandbox's adversarial cases.
+"""Code verifier: extraction, test running, limits and options.
 
-Each run starts a fresh interpreter (~30 ms); only the infinite loop waits for its 2 s limit.
+Each run starts a judge and a sandboxed child (~80 ms of CPU); only the infinite loops wait for
+their limit. The forgery attempts (a candidate trying to pass tests it fails) are in
+tests/adversarial/test_sandbox.py.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
+from sdft import sandbox
 from sdft.errors import ConfigError
 from sdft.verify.code import CodeVerifier, extract_code, is_correct, run_tests
 
@@ -88,25 +90,93 @@ def test_mbpp_style_test_list() -> None:
     ).ok
 
 
-def test_failure_detail_is_last_stderr_line() -> None:
+def test_failure_detail_names_the_failed_assert() -> None:
     verdict = run_tests("x = 1", "assert x == 2, 'x should be 2'")
     assert verdict.detail == "AssertionError: x should be 2"
+    verdict = run_tests(ADD, "assert add(1, 1) == 2\nassert add(2, 2) == 5\n")
+    assert verdict.detail == "AssertionError at tests line 2: assert add(2, 2) == 5"
+
+
+def test_candidate_exceptions_keep_their_type() -> None:
+    code = "def parse(s):\n    return int(s)\n"
+    # a test may expect the candidate to raise: the exception's type crosses the boundary
+    assert run_tests(code, "try:\n    parse('x')\nexcept ValueError:\n    pass\nelse:\n    raise AssertionError\n").ok
+    verdict = run_tests(code, "assert parse('x') == 0\n")
+    assert (verdict.reason, verdict.detail.split(":")[0]) == ("tests-failed", "ValueError")
+
+
+@pytest.mark.parametrize(
+    ("code", "tests"),
+    [
+        # every plain type crosses with its exact type, and in-place changes to arguments come back
+        ("def f():\n    return (1, [2.5, None], {'a': {1, 2}}, b'x', 1+2j, frozenset({3}), True)\n",
+         "assert f() == (1, [2.5, None], {'a': {1, 2}}, b'x', 1+2j, frozenset({3}), True)\n"
+         "assert type(f()[0]) is int and type(f()) is tuple\n"),
+        ("def f(xs):\n    xs.sort()\n", "xs = [3, 1, 2]\nf(xs)\nassert xs == [1, 2, 3]\n"),
+        ("def f(n):\n    return (i * i for i in range(n))\n", "assert list(f(3)) == [0, 1, 4]\n"),
+        ("import collections\ndef f(s):\n    return collections.Counter(s)\n", "assert f('aab') == {'a': 2, 'b': 1}\n"),
+        ("import math\ndef f():\n    return 2.0\n", "assert math.isclose(f(), 2.0)\n"),  # the candidate's import
+        ("N = 3\ndef f(k=1):\n    return N * k\n", "assert N == 3 and f(k=2) == 6\n"),  # data and kwargs
+    ],
+)
+def test_plain_data_round_trips(code: str, tests: str) -> None:
+    verdict = run_tests(code, tests)
+    assert verdict.ok, verdict.detail
+
+
+def test_objects_that_cannot_cross_never_pass() -> None:
+    # a class instance returned to the tests: not plain data, the test fails
+    verdict = run_tests("class P:\n    pass\ndef f():\n    return P()\n", "assert f() is not None\n")
+    assert (verdict.ok, verdict.reason) == (False, "tests-failed")
+    # tests that hand the candidate a lambda are outside what the sandbox can judge
+    verdict = run_tests("def apply(g, x):\n    return g(x)\n", "assert apply(lambda v: v + 1, 1) == 2\n")
+    assert (verdict.ok, verdict.reason) == (False, "sandbox-error")
+
+
+def test_trusted_setup_is_the_datasets_not_the_candidates() -> None:
+    # HumanEval/32 style: the test calls a helper from the prompt. A candidate that redefines it
+    # to make any answer look right must not win; passed as setup, the helper is the judge's own.
+    setup = "def poly(xs, x):\n    return sum(c * x ** i for i, c in enumerate(xs))\n"
+    tests = "def check(candidate):\n    assert abs(poly([-6, 1], candidate([-6, 1]))) < 1e-6\n"
+    honest = setup + "def find_zero(xs):\n    return -xs[0] / xs[1]\n"
+    cheat = "def poly(xs, x):\n    return 0\ndef find_zero(xs):\n    return 0.0\n"
+    assert run_tests(honest, tests, "find_zero", setup=setup).ok
+    assert not run_tests(cheat, tests, "find_zero", setup=setup).ok
+    assert run_tests(cheat, tests, "find_zero").ok  # without setup the candidate's helper is used
+
+
+def test_mbpp_setup_code_field() -> None:
+    row = {"test_list": ["assert add(K, 1) == 11"], "test_setup_code": "K = 10"}
+    assert CodeVerifier(tests_field="test_list").check(fenced(ADD), "", row).ok
+    assert CodeVerifier(tests_field="test_list").check(fenced(ADD), "", {**row, "test_setup_code": "K = 9"}).ok is False
 
 
 def test_infinite_loop_times_out_quickly() -> None:
     start = time.monotonic()
     verdict = run_tests("while True:\n    pass\n", "pass", timeout_s=2)
     assert verdict.reason == "timeout"
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 10  # 2 s, plus start-up on a loaded machine
 
 
-def test_timeout_kills_the_child(tmp_path: Path) -> None:
-    # after a timeout the child is dead, not merely abandoned: it never gets to write
-    marker = tmp_path / "late.txt"
-    code = f"import time\ntime.sleep(1.5)\nopen({str(marker)!r}, 'w').write('late')\n"
-    assert run_tests(code, "pass", timeout_s=0.5).reason == "timeout"
-    time.sleep(1.5)
-    assert not marker.exists()
+def _processes_named(name: str) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and Path(f"/proc/{entry}/comm").read_text().strip() == name:
+                pids.append(int(entry))
+        except OSError:
+            pass
+    return pids
+
+
+def test_timeout_kills_the_child() -> None:
+    # after a timeout the child is dead, not merely abandoned: no process carries its name
+    name = f"sdft{os.getpid() % 100000}t"
+    code = f"import ctypes, time\nctypes.CDLL(None).prctl(15, {name.encode()!r}, 0, 0, 0)\ntime.sleep(60)\n"
+    start = time.monotonic()
+    assert run_tests(code, "pass", timeout_s=3).reason == "timeout"
+    assert time.monotonic() - start < 15
+    assert _processes_named(name) == []
 
 
 def test_memory_limit() -> None:
@@ -149,28 +219,32 @@ def test_non_utf8_output_does_not_crash(code: str, ok: bool) -> None:
     assert isinstance(verdict.detail, str)
 
 
-def test_writes_stay_in_the_throwaway_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Absolute paths cannot be fenced off without OS sandboxing (documented); what is
-    # guaranteed is that relative writes, "../" included, land in a temporary tree that is
-    # deleted, and never in the calling process's working directory.
-    cwd = tmp_path / "caller"
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)
-    sandbox_parent = tmp_path / "tmp"
-    sandbox_parent.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(sandbox_parent))
+def test_writes_stay_in_the_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Relative writes, "../" included, land in the child's own directory; the caller's working
+    # directory stays empty. With namespace isolation, absolute paths on the host are out of reach
+    # too (the directory is world-writable, so only isolation can keep the file out).
+    caller = tmp_path / "caller"
+    caller.mkdir()
+    monkeypatch.chdir(caller)
+    host_dir = tmp_path / "host"
+    host_dir.mkdir()
+    host_dir.chmod(0o777)
     code = (
         "import os\n"
-        "open('inside.txt', 'w').write('x')\n"
-        "open('../escape.txt', 'w').write('x')\n"
-        "os.makedirs('sub/dir')\n"
-        "open('sub/dir/f.txt', 'w').write('x')\n"
-    )
-    tests = "import os\nassert os.path.exists('inside.txt') and os.path.exists('../escape.txt')\n"
-    assert run_tests(code, tests).ok
-    assert list(cwd.iterdir()) == []
-    assert list(sandbox_parent.iterdir()) == []  # the whole temporary tree is gone
-    assert not (tmp_path / "escape.txt").exists()
+        "def probe():\n"
+        "    open('inside.txt', 'w').write('x')\n"
+        "    for path in ('../escape.txt', {!r}):\n"
+        "        try:\n"
+        "            open(path, 'w').write('x')\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    return os.getcwd(), os.path.exists('inside.txt')\n"
+    ).format(str(host_dir / "escape.txt"))
+    assert run_tests(code, f"cwd, inside = probe()\nassert inside and cwd != {str(caller)!r}\n").ok
+    assert not run_tests(code, f"assert probe()[0] == {str(caller)!r}\n").ok  # the check can fail
+    assert list(caller.iterdir()) == []
+    if sandbox.active_isolation() == "bwrap":
+        assert list(host_dir.iterdir()) == []
 
 
 def test_file_size_limit() -> None:
@@ -181,18 +255,15 @@ def test_file_size_limit() -> None:
 
 def test_minimal_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SDFT_SECRET_TOKEN", "hunter2")
-    assert run_tests("import os", "assert 'SDFT_SECRET_TOKEN' not in os.environ").ok
-
-
-def test_cwd_is_not_the_callers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    assert run_tests("import os", f"assert os.getcwd() != {str(tmp_path)!r}").ok
-    assert os.getcwd() == str(tmp_path)
+    code = "import os\ndef env():\n    return dict(os.environ)\n"
+    assert run_tests(code, "assert 'SDFT_SECRET_TOKEN' not in env() and env()['PATH']").ok
+    assert not run_tests(code, "assert 'SDFT_SECRET_TOKEN' in env()").ok  # both ways: the check is real
 
 
 @pytest.mark.parametrize(
     "options",
-    [{"timeout_s": 0}, {"timeout_s": -1}, {"memory_mb": 10}, {"max_file_mb": 0}, {"tests_field": ""}],
+    [{"timeout_s": 0}, {"timeout_s": -1}, {"memory_mb": 10}, {"max_file_mb": 0}, {"tests_field": ""},
+     {"sandbox": "off"}],
 )
 def test_bad_options(options: dict) -> None:
     with pytest.raises(ConfigError):
@@ -204,3 +275,38 @@ def test_verifier_protocol() -> None:
     assert verifier.name == "code"
     assert verifier.check(fenced(ADD), "ignored reference", {"test": ADD_TESTS}).ok
     assert verifier.extract_answer(fenced(ADD)) == ADD
+
+
+def test_active_isolation_is_probed_and_reported() -> None:
+    mode = sandbox.active_isolation()
+    assert mode in sandbox.ISOLATION_ORDER
+    assert sandbox.active_isolation() == mode  # cached
+    if mode != "bwrap":
+        assert sandbox.isolation_problems()  # every stronger mode says why it did not work
+
+
+def test_strict_refuses_without_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sandbox, "_PROBED", None)
+    monkeypatch.setenv(sandbox.FORCE_ENV, "rlimits-only")
+    assert sandbox.active_isolation() == "rlimits-only"
+    with pytest.raises(ConfigError, match="bubblewrap"):
+        CodeVerifier(sandbox="strict")
+    assert CodeVerifier(sandbox="auto").check(fenced(ADD), "", {"test": ADD_TESTS}).ok
+    assert not CodeVerifier(sandbox="auto").check(fenced("def add(a, b):\n    return 0\n"), "", {"test": ADD_TESTS}).ok
+
+
+def test_strict_runs_where_namespaces_work() -> None:
+    if sandbox.active_isolation() not in sandbox.NAMESPACE_ISOLATIONS:
+        pytest.skip(f"no namespace isolation here: {sandbox.isolation_problems()}")
+    verifier = CodeVerifier(sandbox="strict")
+    assert verifier.check(fenced(ADD), "", {"test": ADD_TESTS}).ok
+    assert verifier.check(fenced("def add(a, b):\n    return 0\n"), "", {"test": ADD_TESTS}).reason == "tests-failed"
+
+
+@pytest.mark.parametrize("binary", ["/bin/false", "/nonexistent/bwrap"])
+def test_a_broken_sandbox_is_never_a_pass(binary: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the launcher exits at once, or is not there: "sandbox-error", whatever the candidate
+    monkeypatch.setattr(sandbox, "_PROBED", {"mode": "bwrap", "drop_uid": False})
+    monkeypatch.setattr(sandbox, "_bwrap_binary", lambda: binary)
+    verdict = run_tests(ADD, ADD_TESTS)
+    assert (verdict.ok, verdict.reason) == (False, "sandbox-error"), verdict

