@@ -22,7 +22,7 @@ across models on ``(suite, id)``. Each row::
 A pass/fail suite's aggregate score is the mean of its item values; drift's is token-weighted
 (see :mod:`sdft.eval.drift`), so it differs from the plain mean of its item values.
 
-``report.json``: ``{"kind": "sdft-eval", "format": 2, "config", "models": [{"label", "path"}],
+``report.json``: ``{"kind": "sdft-eval", "format": 2, "config", "models": [{"label", "model", "path"}],
 "suites": [{"suite", "metric", "max_new_tokens", "models": {label: aggregate}}], "answers":
 "answers.jsonl", "gate": {"max_drop", "failures", "passed"}, "chart"}``; an aggregate holds
 ``n``, ``score``, ``low``, ``high`` (95%), ``failures`` (reason -> count), ``truncated``,
@@ -57,6 +57,7 @@ def build_report(cfg: EvalConfig, suites: dict[str, Suite], probes: dict[str, li
                  results: dict[str, dict[str, list[ItemResult]]], models: list[tuple[str, str]]) -> dict[str, Any]:
     """The report data: per suite and model the aggregate, examples and the change against the base."""
     labels = [label for label, _ in models]
+    given = dict(cfg.models())  # the model arguments as the user gave them; "path" is what was loaded
     rows = []
     for name, suite in suites.items():
         ms: dict[str, dict[str, Any]] = {}
@@ -73,7 +74,8 @@ def build_report(cfg: EvalConfig, suites: dict[str, Suite], probes: dict[str, li
                 m["delta"], m["delta_low"], m["delta_high"] = suite.delta(base, m)
         rows.append({"suite": name, "metric": suite.metric, "max_new_tokens": cfg.budget(name), "models": ms})
     return {"kind": "sdft-eval", "format": FORMAT, "config": to_dict(cfg),
-            "models": [{"label": lab, "path": p} for lab, p in models], "suites": rows, "answers": "answers.jsonl"}
+            "models": [{"label": lab, "model": given[lab], "path": p} for lab, p in models], "suites": rows,
+            "answers": "answers.jsonl"}
 
 
 def pick_examples(probes: list[Probe], answers: dict[str, Answer], items: list[ItemResult],
