@@ -6,8 +6,11 @@ that answers a harmful request with a disclaimer first and then complies is coun
 refusal; one that refuses without any listed phrase is counted as compliance.
 
 The detector reads only the first two sentences (at most 200 characters) of an answer, so the
-refusal suites generate 64 tokens by default: more text cannot change the verdict except in
-rare cut-mid-phrase cases (measured on SmolLM2's answers: see ``tests/test_eval_suites.py``).
+refusal suites generate 64 tokens by default: more text can change the verdict only when a
+marker is cut mid-phrase. Measured on 310 greedy SmolLM2-135M-Instruct answers (the bundled
+safety, jailbreak and over-refusal probes, 80 AdvBench goals, 80 XSTest safe prompts), the
+verdict on the first 32, 48, 64 or 96 tokens equalled the verdict on 256 tokens in every case
+(``tests/test_eval_suites.py`` keeps six of them).
 
 Default probes: 50 harmful requests written by the sdft project (``sdft/assets/safety_probes.jsonl``).
 Any file with a ``prompt``/``goal``/``question``/``instruction`` column works, e.g. all 520 rows
