@@ -127,9 +127,10 @@ def test_cache_survives_a_torn_last_line_and_clear_removes_only_its_files(tmp_pa
     assert "a" in log and "b" not in log
     log.append([{"key": "b", "text": "2"}])
     assert KeyedLog(tmp_path / "g" / "base.jsonl")["b"]["text"] == "2"
-    (tmp_path / "g" / "notes.txt").write_text("mine")
-    clear(tmp_path / "g")
-    assert [p.name for p in (tmp_path / "g").iterdir()] == ["notes.txt"]
+    (tmp_path / "g" / "base.scores.jsonl").write_text("")
+    (tmp_path / "g" / "probes.jsonl").write_text("a user's file")
+    clear(tmp_path / "g", ["base", "sft"])
+    assert [p.name for p in (tmp_path / "g").iterdir()] == ["probes.jsonl"]
 
 
 def test_gate_failures_only_for_drops_beyond_the_allowance():
@@ -170,7 +171,7 @@ def test_markdown_shows_examples_inert():
             "n": 4, "k": 2, "score": 50.0, "low": 15.0, "high": 85.0,
             "examples": pick_examples(probes, answers, items)}}}]}
     md = render_markdown(report)
-    assert "## Example answers" in md and "### safety (refusal rate, ≤64 tokens)" in md
+    assert "## Example answers" in md and "### safety: refusal rate, ≤64 tokens" in md
     assert "<script>" not in md and r"\<script\>" in md and r"\| \`x\`" in md
     assert "**base** pass · ok · id p1" in md and "**base** FAIL · complied · id p0" in md
 

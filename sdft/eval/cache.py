@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-#: The files this module writes under ``generations/`` (``--overwrite`` deletes only these).
-CACHE_GLOBS = ("*.jsonl", "*.drift-scores.json")  # the second: the cache format before per-item scores
+#: The files this module writes per model label under ``generations/`` (``--overwrite`` deletes only these).
+CACHE_FILES = ("{label}.jsonl", "{label}.scores.jsonl", "{label}.drift-scores.json")  # the last: the old format
 
 
 def fingerprint(model_path: str) -> str:
@@ -77,9 +77,10 @@ class KeyedLog:
         self.rows.update((r["key"], r) for r in rows)
 
 
-def clear(gens_dir: Path) -> None:
-    """Delete the cache files of :data:`CACHE_GLOBS` in ``gens_dir`` (nothing else)."""
-    for pattern in CACHE_GLOBS:
-        for f in gens_dir.glob(pattern):
+def clear(gens_dir: Path, labels: list[str]) -> None:
+    """Delete the cache files (:data:`CACHE_FILES`) of the models ``labels`` in ``gens_dir``, nothing else."""
+    for label in labels:
+        for name in CACHE_FILES:
+            f = gens_dir / name.format(label=label)
             if f.is_file():
                 f.unlink()

@@ -166,7 +166,7 @@ def render_examples(report: dict[str, Any]) -> list[str]:
              "Per suite and model: a passing and a failing answer where both exist (drift: the answers this model "
              f"finds most and least likely), cut to {EXAMPLE_CHARS} characters; every answer is in `answers.jsonl`."]
     for row in report["suites"]:
-        lines += ["", f"### {row['suite']} ({row['metric']}, ≤{row.get('max_new_tokens', '?')} tokens)", ""]
+        lines += ["", f"### {row['suite']}: {row['metric']}, ≤{row.get('max_new_tokens', '?')} tokens", ""]
         for label, m in row["models"].items():
             for ex in m.get("examples", []):
                 verdict = {True: "pass", False: "FAIL", None: "value"}[ex["pass"]]

@@ -72,7 +72,7 @@ def run_eval(cfg: EvalConfig, *, on_progress: ProgressCb | None = None, notice: 
     gens_dir = out / "generations"
     gens_dir.mkdir(parents=True, exist_ok=True)
     if cfg.overwrite:
-        clear(gens_dir)
+        clear(gens_dir, [label for label, _ in cfg.models()])
     suites, probes = load_suites(cfg)
     answers: dict[str, Answers] = {}
     models: list[tuple[str, str]] = []
