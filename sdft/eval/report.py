@@ -1,395 +1,130 @@
-"""Run every suite on the base and the tuned model(s) and write the forgetting report.
+"""The report files: ``report.json``, ``report.md``, ``radar.png`` and ``answers.jsonl``.
 
-For each model the prompts of all suites are rendered up front and generated greedily in one
-batched engine call per token budget; answers are cached in ``generations/<label>.jsonl``
-(append-only, keyed by model fingerprint, suite, probe and prompt), so a crashed or extended
-run only generates what is missing. Then every answer is judged, scores get 95% intervals
-(Wilson for rates; normal approximation for drift), deltas get Newcombe intervals, and
-``report.json``, ``report.md`` and ``radar.png`` are written atomically. ``max_drop`` turns
-the report into a gate (:class:`sdft.errors.GateFailed`, exit 3).
+``answers.jsonl`` is **the per-item source** (``report.json`` holds aggregates only): one row
+per (model, suite, probe), models in report order, suites in config order, probes in file
+order; every model has a row for every probe of every suite it was scored on, so rows pair up
+across models on ``(suite, id)``. Each row::
+
+    {"model": str,           # "base" or the tuned model's label
+     "suite": str,           # suite name
+     "id": str,              # probe id, unique within the suite (same id for every model)
+     "prompt": str,          # the last prompt turn's text
+     "answer": str,          # the judged answer (drift: the base's answer, for every model)
+     "finish_reason": str,   # "stop" | "length"
+     "pass": bool | null,    # the verdict of pass/fail suites; null for drift (a continuous score)
+     "value": float | null,  # the item's score, 0-100, higher is better: 100/0 for pass/fail
+                             # suites, for drift 100*exp(-NLL per token of the base's answer under
+                             # this model); null = no score (an empty base answer), left out of
+                             # the aggregates: pair items where both models have a value
+     "reason": str,          # kebab-case verdict token ("ok", "complied", "refused", "wrong-answer", ...)
+     "detail": str}          # free text ("refusal marker 'i cannot'", "NLL 0.83 per token over 57 tokens")
+
+A pass/fail suite's aggregate score is the mean of its item values; drift's is token-weighted
+(see :mod:`sdft.eval.drift`), so it differs from the plain mean of its item values.
+
+``report.json``: ``{"kind": "sdft-eval", "format": 2, "config", "models": [{"label", "model", "path"}],
+"suites": [{"suite", "metric", "max_new_tokens", "models": {label: aggregate}}], "answers":
+"answers.jsonl", "gate": {"max_drop", "failures", "passed"}, "chart"}``; an aggregate holds
+``n``, ``score``, ``low``, ``high`` (95%), ``failures`` (reason -> count), ``truncated``,
+``examples`` (two answers), ``k`` for rates, ``nll``/``tokens`` for drift, and for tuned models
+``delta``, ``delta_low``, ``delta_high``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import re
+from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sdft.config import to_dict
-from sdft.errors import ConfigError, GateFailed
-from sdft.eval import SUITES, default_suites, get_suite
-from sdft.eval.base import Probe, newcombe_diff, wilson
-from sdft.models import DEFAULT_MODEL
-from sdft.store import atomic_write_json, atomic_write_text, iter_jsonl
+from sdft.eval.base import Answer, ItemResult, Probe, Suite
+from sdft.store import atomic_write_json, atomic_write_text
 
-ProgressCb = Callable[[str, int, int], None]  # (stage, done, total)
+if TYPE_CHECKING:
+    from sdft.eval.config import EvalConfig
 
-
-@dataclass
-class EvalConfig:
-    """What `sdft eval` compares, on which suites, and the gate."""
-
-    base: str = field(default=DEFAULT_MODEL, metadata={"help": "the seed model (alias, HF folder, .gguf, Hub id)"})
-    tuned: list[str] = field(default_factory=list, metadata={
-        "help": "tuned models: PATH or NAME=PATH (a merged model or a LoRA adapter folder); repeatable"})
-    suites: list[str] = field(default_factory=default_suites, metadata={"help": f"any of {', '.join(SUITES)}"})
-    limit: int | None = field(default=None, metadata={"help": "only the first N probes of each suite"})
-    data: dict = field(default_factory=dict, metadata={"help": "suite -> probe file replacing the bundled set"})
-    output_dir: str = field(default="runs/eval", metadata={"help": "report.json, report.md, radar.png, answers"})
-    backend: str = field(default="auto", metadata={"help": "auto | vllm | hf"})
-    max_drop: dict = field(default_factory=dict, metadata={
-        "help": "suite -> largest allowed drop in points (tuned below base); crossing it exits 3"})
-    max_new_tokens: int | None = field(default=None, metadata={"help": "answer budget for every suite "
-                                                                       "(default: each suite's own)"})
-    kv_cache_gib: float = field(default=1.0, metadata={"help": "vLLM KV cache (GiB)"})
-    seed: int = field(default=0, metadata={"help": "engine seed (decoding is greedy)"})
-    overwrite: bool = field(default=False, metadata={"help": "discard cached answers in output_dir"})
-
-    def __post_init__(self) -> None:
-        problems: list[str] = []
-        unknown = [s for s in self.suites if s not in SUITES]
-        if unknown:
-            problems.append(f"suites: unknown {', '.join(unknown)} (choose from {', '.join(SUITES)})")
-        if not self.suites:
-            problems.append("suites: empty")
-        if len(set(self.suites)) != len(self.suites):
-            problems.append("suites: listed twice")
-        for key, value in self.max_drop.items():
-            if key not in self.suites:
-                problems.append(f"max_drop.{key}: not one of the suites run ({', '.join(self.suites)})")
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                problems.append(f"max_drop.{key}: must be a number of points >= 0, got {value!r}")
-        for key in self.data:  # the files themselves are read (and checked) before any model loads
-            if key not in SUITES:
-                problems.append(f"data.{key}: not a suite ({', '.join(SUITES)})")
-        if self.limit is not None and self.limit < 1:
-            problems.append(f"limit must be >= 1, got {self.limit}")
-        if self.backend not in ("auto", "vllm", "hf"):
-            problems.append(f"backend must be auto, vllm or hf, got '{self.backend}'")
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            problems.append(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        labels = ["base"]
-        for item in self.tuned:
-            label, path = split_tuned(item)
-            if not label:
-                problems.append(f"tuned: '{item}' has an empty name")
-            if label in labels:
-                problems.append(f"tuned: the name '{label}' is used twice (give NAME=PATH)")
-            labels.append(label)
-            if not (Path(path).exists() or _looks_like_hub_id(path)):
-                problems.append(f"tuned: '{path}' not found")
-        if self.max_drop and not self.tuned:
-            problems.append("max_drop needs at least one tuned model to compare with the base")
-        if problems:
-            raise ConfigError(problems)
-
-    def models(self) -> list[tuple[str, str]]:
-        """``(label, model)`` for the base, then each tuned model."""
-        return [("base", self.base), *(split_tuned(t) for t in self.tuned)]
+FORMAT = 2
+EXAMPLE_CHARS = 200
+PROMPT_CHARS = 120
 
 
-def _looks_like_hub_id(s: str) -> bool:
-    return s.count("/") == 1 and not s.startswith((".", "/")) and not os.path.exists(s)
-
-
-def split_tuned(item: str) -> tuple[str, str]:
-    """``NAME=PATH`` -> (NAME, PATH); a bare PATH gets a name from its folder (``runs/x/merged`` -> x)."""
-    if "=" in item and not os.path.exists(item):
-        name, path = item.split("=", 1)
-        return name.strip(), path.strip()
-    p = Path(item.rstrip("/"))
-    name = p.parent.name if p.name in ("merged", "final", "model") and p.parent.name else p.name
-    return name or "tuned", item
-
-
-@dataclass
-class EvalReport:
-    """What :func:`run_eval` produced."""
-
-    path: str  # report.json
-    data: dict[str, Any]
-    gate_failures: list[str]
-
-
-def _fingerprint(model_path: str) -> str:
-    """Identity of a model's weights: path plus sizes and mtimes of the weight files."""
-    p = Path(model_path)
-    parts = [str(p.resolve()) if p.exists() else model_path]
-    if p.is_dir():
-        for f in sorted(p.iterdir()):
-            if f.suffix in (".safetensors", ".bin", ".json", ".gguf"):
-                st = f.stat()
-                parts.append(f"{f.name}:{st.st_size}:{int(st.st_mtime)}")
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
-
-
-def _key(fp: str, suite: str, probe: Probe, extra: str = "") -> str:
-    blob = json.dumps([fp, suite, probe.id, probe.messages, probe.max_new_tokens, extra], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
-
-
-def prepare_model(label: str, model: str, base: str, cache: Path, notice: Callable[[str], None]) -> str:
-    """A folder (or hub id) the engines can load: aliases resolved, LoRA adapters merged once."""
-    from sdft.models import resolve_model
-
-    p = Path(model)
-    if not (p.is_dir() and (p / "adapter_config.json").is_file()):
-        return resolve_model(model, log=notice)
-    out = cache / f"{label}-{_fingerprint(model)}"
-    if (out / "config.json").is_file():
-        return str(out)
-    notice(f"{label}: merging the LoRA adapter {model} into its base model (once; cached in {out})")
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    adapter_base = json.loads((p / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    base_path = adapter_base if adapter_base and Path(adapter_base).is_dir() else resolve_model(base, log=notice)
-    merged = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
-    merged = PeftModel.from_pretrained(merged, str(p)).merge_and_unload()
-    tok_src = str(p) if (p / "tokenizer_config.json").is_file() else base_path
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    merged.save_pretrained(str(tmp), safe_serialization=True)
-    AutoTokenizer.from_pretrained(tok_src).save_pretrained(str(tmp))
-    os.replace(tmp, out)
-    return str(out)
-
-
-def _judge_all(suite: Any, probes: list[Probe], answers: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    def one(probe: Probe) -> dict[str, Any]:
-        a = answers[probe.id]
-        v = suite.judge(probe, a["text"], a["finish_reason"])
-        return {"id": probe.id, "pass": v.ok, "reason": v.reason, "detail": v.detail}
-
-    # the code suite runs a sandboxed process per answer: overlap them; the rest is instant
-    workers = min(4, os.cpu_count() or 1) if suite.name == "code" else 1
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(one, probes))
-
-
-def _rate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    k, n = sum(i["pass"] for i in items), len(items)
-    lo, hi = wilson(k, n)
-    return {"n": n, "k": k, "score": 100 * k / n if n else None, "low": 100 * lo, "high": 100 * hi}
-
-
-def run_eval(cfg: EvalConfig, *, on_progress: ProgressCb | None = None,
-             notice: Callable[[str], None] | None = None) -> EvalReport:
-    """Run the suites on every model, write the report files and evaluate the gate.
-
-    Args:
-        cfg: the validated config.
-        on_progress: ``on_progress(stage, done, total)``; stage is ``"<label>: generate"`` etc.
-        notice: one-line notices.
-
-    Returns:
-        The report (its ``gate_failures`` is empty when every ``max_drop`` holds); call
-        :func:`check_gate` to raise :class:`GateFailed`.
-    """
-    say = notice or (lambda _m: None)
-    out = Path(cfg.output_dir)
-    gens_dir = out / "generations"
-    gens_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.overwrite:
-        for f in gens_dir.glob("*.jsonl"):
-            f.unlink()
-    # load every probe set first: bad probe files fail before any model loads
-    suites = {name: get_suite(name) for name in cfg.suites}
-    probes: dict[str, list[Probe]] = {}
+def build_report(cfg: EvalConfig, suites: dict[str, Suite], probes: dict[str, list[Probe]],
+                 answers: dict[str, dict[str, dict[str, Answer]]],
+                 results: dict[str, dict[str, list[ItemResult]]], models: list[tuple[str, str]]) -> dict[str, Any]:
+    """The report data: per suite and model the aggregate, examples and the change against the base."""
+    labels = [label for label, _ in models]
+    given = dict(cfg.models())  # the model arguments as the user gave them; "path" is what was loaded
+    rows = []
     for name, suite in suites.items():
-        ps = suite.probes(cfg.data.get(name), cfg.limit)
-        if cfg.max_new_tokens:
-            for p in ps:
-                p.max_new_tokens = cfg.max_new_tokens
-        probes[name] = ps
-    gen_suites = [n for n in cfg.suites if n != "drift"]
-    answers: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}  # label -> suite -> id -> answer
-    drift_answers: dict[str, str] = {}
-    drift_scores: dict[str, list[Any]] = {}
-    models: list[tuple[str, str]] = []
-    for label, model in cfg.models():
-        path = prepare_model(label, model, cfg.base, out / "merged", say)
-        models.append((label, path))
-        answers[label], own, drift_scores[label] = _run_model(
-            cfg, label, path, probes, gen_suites, drift_answers, gens_dir, on_progress, say)
-        if label == "base":
-            drift_answers = own
+        ms: dict[str, dict[str, Any]] = {}
+        for label in labels:
+            items, by_id = results[label][name], answers[label][name]
+            ms[label] = {**suite.aggregate(items),
+                         "failures": dict(Counter(i.reason for i in items if i.passed is False)),
+                         "truncated": sum(by_id[p.id].finish_reason == "length" for p in probes[name]),
+                         "examples": pick_examples(probes[name], by_id, items)}
+        base = ms["base"]
+        for label in labels[1:]:
+            m = ms[label]
+            if m.get("score") is not None and base.get("score") is not None:
+                m["delta"], m["delta_low"], m["delta_high"] = suite.delta(base, m)
+        rows.append({"suite": name, "metric": suite.metric, "max_new_tokens": cfg.budget(name), "models": ms})
+    return {"kind": "sdft-eval", "format": FORMAT, "config": to_dict(cfg),
+            "models": [{"label": lab, "model": given[lab], "path": p} for lab, p in models], "suites": rows,
+            "answers": "answers.jsonl"}
 
-    report = _build_report(cfg, suites, probes, answers, drift_scores, models, on_progress)
-    failures = gate_failures(report, cfg.max_drop)
-    report["gate"] = {"max_drop": cfg.max_drop, "failures": failures, "passed": not failures}
-    _write_items(out, suites, probes, answers, report)
+
+def pick_examples(probes: list[Probe], answers: dict[str, Answer], items: list[ItemResult],
+                  k: int = 2) -> list[dict[str, Any]]:
+    """``k`` answers to show: the first best-scoring and the first worst-scoring (a pass and a fail
+    when both exist), then others in probe order; text cut to :data:`EXAMPLE_CHARS`."""
+    order = [i for i, it in enumerate(items) if it.value is not None] or list(range(len(items)))
+    value = [it.value or 0.0 for it in items]
+    best = max(order, key=lambda i: (value[i], -i))
+    worst = min(order, key=lambda i: (value[i], i))
+    chosen = list(dict.fromkeys([best, worst, *order]))[:k]
+    return [{"id": items[i].id, "pass": items[i].passed, "value": items[i].value, "reason": items[i].reason,
+             "prompt": clip(probes[i].prompt, PROMPT_CHARS), "answer": clip(answers[probes[i].id].text, EXAMPLE_CHARS),
+             "finish_reason": answers[probes[i].id].finish_reason} for i in chosen]
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` on one line (whitespace runs folded), cut to ``limit`` characters with an ellipsis."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+def answer_rows(probes: dict[str, list[Probe]], answers: dict[str, dict[str, dict[str, Answer]]],
+                results: dict[str, dict[str, list[ItemResult]]]) -> list[dict[str, Any]]:
+    """The rows of ``answers.jsonl`` (the per-item contract in the module docstring)."""
+    rows = []
+    for label, per_suite in results.items():
+        for name, items in per_suite.items():
+            for probe, it in zip(probes[name], items):
+                a = answers[label][name][probe.id]
+                rows.append({"model": label, "suite": name, "id": probe.id, "prompt": probe.prompt, "answer": a.text,
+                             "finish_reason": a.finish_reason, "pass": it.passed, "value": it.value,
+                             "reason": it.reason, "detail": it.detail})
+    return rows
+
+
+def write_report(out: Path, report: dict[str, Any], probes: dict[str, list[Probe]],
+                 answers: dict[str, dict[str, dict[str, Answer]]], results: dict[str, dict[str, list[ItemResult]]],
+                 notice: Callable[[str], None]) -> None:
+    """Write ``answers.jsonl``, ``report.md``, ``radar.png`` and, last, ``report.json`` (each atomically)."""
+    lines = [json.dumps(r, ensure_ascii=False) for r in answer_rows(probes, answers, results)]
+    atomic_write_text(out / "answers.jsonl", "\n".join(lines) + ("\n" if lines else ""))
     atomic_write_text(out / "report.md", render_markdown(report))
     try:
         radar_chart(report, out / "radar.png")
         report["chart"] = str(out / "radar.png")
     except ImportError:  # matplotlib is a core dependency, but a broken install should not lose the report
-        say("matplotlib is not importable: radar.png not written")
+        notice("matplotlib is not importable: radar.png not written")
     atomic_write_json(out / "report.json", report)
-    return EvalReport(str(out / "report.json"), report, failures)
-
-
-def _run_model(cfg: EvalConfig, label: str, path: str, probes: dict[str, list[Probe]], gen_suites: list[str],
-               drift_answers: dict[str, str], gens_dir: Path, on_progress: ProgressCb | None,
-               say: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, str], list[Any]]:
-    """Answers of one model (cached or generated), the base's drift answers, and its drift scores.
-
-    Returns:
-        ``(answers, own_drift_answers, drift_scores)``: answers by suite and probe id; the
-        model's own answers to the drift prompts (only generated for the base: pass them back
-        in as ``drift_answers`` for the tuned models); ``[nll, tokens]`` per drift answer.
-    """
-    from sdft.engines import EngineOptions, SamplingConfig, load_engine
-
-    fp = _fingerprint(path)
-    cache_file = gens_dir / f"{label}.jsonl"
-    cached = {r["key"]: r for r in iter_jsonl(cache_file)} if cache_file.is_file() else {}
-    with_drift = "drift" in probes
-    wanted = [(s, p) for s in gen_suites for p in probes[s]]
-    if with_drift and label == "base":
-        wanted += [("drift", p) for p in probes["drift"]]
-    todo = [(s, p, _key(fp, s, p)) for s, p in wanted if _key(fp, s, p) not in cached]
-    engine = None
-
-    def engine_() -> Any:
-        nonlocal engine
-        if engine is None:
-            engine = load_engine(path, cfg.backend, EngineOptions(kv_cache_gib=cfg.kv_cache_gib), notice=say)
-        return engine
-
-    done = 0
-
-    def tick(n: int) -> None:  # engines report increments
-        nonlocal done
-        done += n
-        if on_progress:
-            on_progress(f"{label}: generate", done, len(todo))
-
-    try:
-        if todo:
-            say(f"{label}: generating {len(todo)} answers (greedy)")
-        for budget in sorted({p.max_new_tokens for _, p, _ in todo}):
-            group = [(s, p, k) for s, p, k in todo if p.max_new_tokens == budget]
-            sampling = SamplingConfig(temperature=0.0, max_new_tokens=budget, n=1, seed=cfg.seed)
-            gens = engine_().generate([p.messages for _, p, _ in group], sampling, progress=tick)
-            rows = []
-            for (s, p, k), g in zip(group, gens):
-                c = g.completions[0]
-                rows.append({"key": k, "suite": s, "id": p.id, "text": c.text, "finish_reason": c.finish_reason,
-                             "num_tokens": c.num_tokens})
-                cached[k] = rows[-1]
-            # append-only: a crash loses at most the group in flight
-            with cache_file.open("a", encoding="utf-8") as f:
-                f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-                f.flush()
-                os.fsync(f.fileno())
-        answers = {s: {p.id: cached[_key(fp, s, p)] for p in probes[s]} for s in gen_suites}
-        own = {p.id: cached[_key(fp, "drift", p)]["text"] for p in probes["drift"]} \
-            if with_drift and label == "base" else {}
-        scores: list[Any] = []
-        if with_drift:
-            texts = own or drift_answers
-            score_key = hashlib.sha256(json.dumps([fp, texts], sort_keys=True).encode()).hexdigest()[:24]
-            score_file = gens_dir / f"{label}.drift-scores.json"
-            stored = json.loads(score_file.read_text()) if score_file.is_file() else {}
-            if stored.get("key") == score_key:
-                scores = stored["scores"]
-            else:
-                ps = probes["drift"]
-                scores = [[s.nll, s.num_tokens] for s in engine_().score([p.messages for p in ps],
-                                                                          [texts[p.id] for p in ps])]
-                atomic_write_json(score_file, {"key": score_key, "scores": scores})
-        return answers, own, scores
-    finally:
-        if engine is not None:
-            engine.close()
-
-
-def _build_report(cfg: EvalConfig, suites: dict[str, Any], probes: dict[str, list[Probe]],
-                  answers: dict[str, Any], drift_scores: dict[str, list[Any]], models: list[tuple[str, str]],
-                  on_progress: ProgressCb | None) -> dict[str, Any]:
-    from sdft.engines.base import Score
-    from sdft.eval.drift import summarise
-
-    labels = [label for label, _ in models]
-    table: list[dict[str, Any]] = []
-    for name, suite in suites.items():
-        row: dict[str, Any] = {"suite": name, "metric": suite.metric, "models": {}}
-        if name == "drift":
-            for label in labels:
-                row["models"][label] = summarise([Score(nll, n) for nll, n in drift_scores[label]])
-        else:
-            for i, label in enumerate(labels):
-                if on_progress:
-                    on_progress(f"judge {name}", i, len(labels))
-                items = _judge_all(suite, probes[name], answers[label][name])
-                answers[label][name] = {it["id"]: {**answers[label][name][it["id"]], **it} for it in items}
-                rates = _rate(items)
-                reasons: dict[str, int] = {}
-                for it in items:
-                    if not it["pass"]:
-                        reasons[it["reason"]] = reasons.get(it["reason"], 0) + 1
-                row["models"][label] = {**rates, "failures": reasons,
-                                        "truncated": sum(a["finish_reason"] == "length"
-                                                         for a in answers[label][name].values())}
-        base = row["models"]["base"]
-        for label in labels[1:]:
-            m = row["models"][label]
-            if m.get("score") is None or base.get("score") is None:
-                continue
-            m["delta"] = m["score"] - base["score"]
-            if name == "drift":  # the base's own score is the reference; the interval is the tuned one's, shifted
-                m["delta_low"], m["delta_high"] = m["low"] - base["score"], m["high"] - base["score"]
-            else:
-                lo, hi = newcombe_diff(base["k"], base["n"], m["k"], m["n"])
-                m["delta_low"], m["delta_high"] = 100 * lo, 100 * hi
-        table.append(row)
-    return {"kind": "sdft-eval", "config": to_dict(cfg), "models": [{"label": lab, "path": p} for lab, p in models],
-            "suites": table}
-
-
-def gate_failures(report: dict[str, Any], max_drop: dict[str, float]) -> list[str]:
-    """Every (tuned model, suite) whose score fell below the base by more than allowed (points)."""
-    failures = []
-    for row in report["suites"]:
-        allowed = max_drop.get(row["suite"])
-        if allowed is None:
-            continue
-        base = row["models"]["base"]["score"]
-        for label, m in row["models"].items():
-            if label == "base" or m.get("score") is None or base is None:
-                continue
-            drop = base - m["score"]
-            if drop > allowed:
-                failures.append(f"{label}: {row['suite']} dropped {drop:.1f} points "
-                                f"({base:.1f} -> {m['score']:.1f}; allowed {allowed:g})")
-    return failures
-
-
-def check_gate(report: EvalReport) -> None:
-    """Raise :class:`GateFailed` (exit 3) when the report's gate failed."""
-    if report.gate_failures:
-        raise GateFailed("eval gate failed:\n" + "\n".join(f"  - {f}" for f in report.gate_failures)
-                         + f"\nreport: {report.path}")
-
-
-def _write_items(out: Path, suites: dict[str, Any], probes: dict[str, list[Probe]], answers: dict[str, Any],
-                 report: dict[str, Any]) -> None:
-    lines = []
-    for label, per_suite in answers.items():
-        for name, by_id in per_suite.items():
-            for p in probes[name]:
-                a = by_id[p.id]
-                lines.append(json.dumps({"model": label, "suite": name, "id": p.id, "prompt": p.messages[-1]["content"],
-                                         "answer": a["text"], "finish_reason": a["finish_reason"],
-                                         "pass": a.get("pass"), "reason": a.get("reason"),
-                                         "detail": a.get("detail")}, ensure_ascii=False))
-    atomic_write_text(out / "answers.jsonl", "\n".join(lines) + ("\n" if lines else ""))
 
 
 def _cell(m: dict[str, Any]) -> str:
@@ -417,23 +152,50 @@ def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~])")
+
+
+def _md(text: str) -> str:
+    """Model or user text made inert in Markdown (no markup, no HTML)."""
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def render_examples(report: dict[str, Any]) -> list[str]:
+    """Markdown lines: per suite and model, the example answers of the report."""
+    lines = ["", "## Example answers", "",
+             "Per suite and model: a passing and a failing answer where both exist (drift: the answers this model "
+             f"finds most and least likely), cut to {EXAMPLE_CHARS} characters; every answer is in `answers.jsonl`."]
+    for row in report["suites"]:
+        lines += ["", f"### {row['suite']}: {row['metric']}, ≤{row.get('max_new_tokens', '?')} tokens", ""]
+        for label, m in row["models"].items():
+            for ex in m.get("examples", []):
+                verdict = {True: "pass", False: "FAIL", None: "value"}[ex["pass"]]
+                value = "" if ex["value"] is None or ex["pass"] is not None else f" {ex['value']:.1f}"
+                cut = " (hit the token budget)" if ex.get("finish_reason") == "length" else ""
+                lines.append(f"- **{_md(label)}** {verdict}{value} · {_md(ex['reason'])} · id {_md(ex['id'])}: "
+                             f"“{_md(ex['prompt'])}” → “{_md(ex['answer'])}”{cut}")
+    return lines
+
+
 def render_markdown(report: dict[str, Any]) -> str:
-    """``report.md``: the table with sample sizes and 95% intervals, and how to read it."""
+    """``report.md``: the table with sample sizes and 95% intervals, how to read it, and example answers."""
     header, rows = table_rows(report)
     lines = ["# sdft eval: forgetting report", ""]
-    lines += [f"- **{m['label']}**: `{m['path']}`" for m in report["models"]]
+    lines += [f"- **{_md(m['label'])}**: `{m['path']}`" for m in report["models"]]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     lines += ["", "Scores are 0-100, higher is better, with 95% intervals (Wilson for rates; for drift, "
               "100·exp(-NLL) of the base model's own greedy answers, normal approximation). Δ is tuned minus base "
               "with a 95% interval (Newcombe; it treats the two samples as independent, so it is conservative): "
               "an interval that excludes 0 is a real change. Decoding is greedy for every model. Refusals are "
-              "detected by keywords (see `sdft.refusal` for its false positives and negatives)."]
+              "detected by keywords (see `sdft.refusal` for its false positives and negatives). Per-item results "
+              "for paired tests: `answers.jsonl`."]
     gate = report.get("gate") or {}
     if gate.get("max_drop"):
         lines += ["", f"Gate (largest allowed drop, points): {gate['max_drop']} — "
                       + ("passed" if gate.get("passed") else "FAILED")]
         lines += [f"- {f}" for f in gate.get("failures", [])]
+    lines += render_examples(report)
     return "\n".join(lines) + "\n"
 
 
@@ -475,3 +237,17 @@ def radar_chart(report: dict[str, Any], path: Path) -> None:
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+# Before the split into run/config/report, these lived here; sdft.pipeline and bin/reproduce still
+# import them from this module. New code imports them from sdft.eval.
+_MOVED = {"EvalConfig": "sdft.eval.config", "split_tuned": "sdft.eval.config", "run_eval": "sdft.eval.run",
+          "EvalReport": "sdft.eval.run", "check_gate": "sdft.eval.run", "gate_failures": "sdft.eval.run"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import importlib
+
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

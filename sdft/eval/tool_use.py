@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from sdft.errors import InputError
-from sdft.eval.base import Probe, asset_path, read_rows, row_id, take
+from sdft.eval.base import Probe, Suite
+from sdft.eval.probes import iter_rows, row_id
 from sdft.verify.base import Verdict
 from sdft.verify.toolcall import matches_allowed, parse_calls
 
@@ -27,25 +28,39 @@ SYSTEM = ("You can call the functions described below (JSON schemas). Answer the
           "Functions:\n{functions}")
 
 
-def _answers_beside(path: Path) -> dict[str, Any]:
-    side = path.with_name(f"{path.stem}_answers{path.suffix}")
+def answers_beside(path: str) -> dict[str, Any]:
+    """BFCL's answers file next to the questions (``<stem>_answers<suffix>``), by id; {} when absent."""
+    p = Path(path)
+    side = p.with_name(f"{p.stem}_answers{p.suffix}")
     if not side.is_file():
         return {}
-    return {str(row["id"]): row["ground_truth"] for _, row in read_rows(str(side)) if "id" in row}
+    return {str(row["id"]): row.get("ground_truth") for _, row in iter_rows(str(side)) if "id" in row}
 
 
 def _user_turns(question: Any, where: str) -> list[dict[str, str]]:
     # BFCL nests turns: [[{role, content}, ...]] (one list per conversation turn); we take the first turn.
-    if isinstance(question, str):
+    if isinstance(question, str) and question.strip():
         return [{"role": "user", "content": question}]
     if isinstance(question, list) and question and isinstance(question[0], list):
         question = question[0]
-    if isinstance(question, list) and all(isinstance(m, dict) and "content" in m for m in question):
-        return [{"role": m.get("role", "user"), "content": m["content"]} for m in question]
-    raise InputError(f"{where}: 'question' must be text or a list of chat messages")
+    if isinstance(question, list) and question and all(
+            isinstance(m, dict) and isinstance(m.get("content"), str) for m in question):
+        return [{"role": str(m.get("role", "user")), "content": m["content"]} for m in question]
+    raise InputError(f"{where}: field 'question' must be text or a list of chat messages")
 
 
-class ToolUseSuite:
+def _param_order(functions: list[Any], where: str) -> dict[str, list[str]]:
+    order = {}
+    for f in functions:
+        if not isinstance(f, dict) or not isinstance(f.get("name"), str):
+            raise InputError(f"{where}: field 'function' must hold JSON schemas with a 'name'")
+        params = f.get("parameters")
+        props = params.get("properties") if isinstance(params, dict) else None
+        order[f["name"]] = list(props) if isinstance(props, dict) else []
+    return order
+
+
+class ToolUseSuite(Suite):
     """Structural function-call accuracy."""
 
     name = "tool-use"
@@ -53,24 +68,27 @@ class ToolUseSuite:
     default_data = "tool_probes.jsonl"
     max_new_tokens = 128
 
-    def probes(self, path: str | None, limit: int | None) -> list[Probe]:
-        path = path or asset_path(self.default_data)
-        side = _answers_beside(Path(path))
-        probes = []
-        for i, row in read_rows(path):
-            where = f"{path}, row {i + 1}"
-            pid = row_id(row, i)
-            functions = row.get("function") or row.get("functions")
-            truth = row.get("ground_truth", side.get(pid))
-            if not functions or truth is None:
-                raise InputError(f"{where}: a tool-use probe needs 'function' (schemas) and 'ground_truth' "
-                                 f"(in the row, or in {Path(path).stem}_answers{Path(path).suffix} joined on id)")
-            functions = functions if isinstance(functions, list) else [functions]
-            order = {f["name"]: list(f.get("parameters", {}).get("properties", {})) for f in functions}
-            system = SYSTEM.format(functions=json.dumps(functions, ensure_ascii=False))
-            messages = [{"role": "system", "content": system}, *_user_turns(row.get("question"), where)]
-            probes.append(Probe(pid, messages, self.max_new_tokens, {"ground_truth": truth, "param_order": order}))
-        return take(probes, limit)
+    def __init__(self) -> None:
+        self._side: dict[str, Any] = {}
+        self._side_name = ""
+
+    def probes(self, path: str | None = None, limit: int | None = None) -> list[Probe]:
+        path = path or self.default_path()
+        self._side, self._side_name = answers_beside(path), f"{Path(path).stem}_answers{Path(path).suffix}"
+        return super().probes(path, limit)
+
+    def probe(self, row: dict[str, Any], index: int, where: str) -> Probe:
+        pid = row_id(row, index)
+        functions = row.get("function") or row.get("functions")
+        truth = row.get("ground_truth", self._side.get(pid))
+        if not functions or truth is None:
+            raise InputError(f"{where}: a tool-use probe needs 'function' (schemas) and 'ground_truth' "
+                             f"(in the row, or in {self._side_name or 'NAME_answers.jsonl'} joined on id)")
+        functions = functions if isinstance(functions, list) else [functions]
+        order = _param_order(functions, where)
+        system = SYSTEM.format(functions=json.dumps(functions, ensure_ascii=False))
+        messages = [{"role": "system", "content": system}, *_user_turns(row.get("question"), where)]
+        return Probe(pid, messages, self.max_new_tokens, {"ground_truth": truth, "param_order": order})
 
     def judge(self, probe: Probe, text: str, finish_reason: str) -> Verdict:
         calls = parse_calls(text)
