@@ -281,12 +281,17 @@ def dft_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
     ``dft_loss`` and transformers' own causal-LM loss: labels are shifted by one, the weighted
     terms are summed and divided by ``num_items_in_batch`` (the supervised tokens of the whole
     gradient-accumulation batch, as counted by the Trainer), or by this batch's supervised tokens
-    when it is None. So with ``p`` frozen at 1 it is exactly the ``nll`` loss.
+    when it is None (at least 1). So with ``p`` frozen at 1 it is exactly the ``nll`` loss. The
+    Trainer multiplies it by the number of processes when it averages token counts over ranks,
+    as it does for the built-in loss (TRL's SFTTrainer does the same).
 
     Memory: one ``cross_entropy(reduction="none")`` over the fp32 logits, as the built-in loss
     does; the probability is ``exp(-ce)`` of that per-token result, so no second full-vocabulary
-    tensor (softmax) is built. TRL's ``selective_log_softmax`` gets the same per-token log-probs.
+    tensor (softmax) is built. Where it differs from TRL (1.16): TRL gets the same per-token
+    log-probs from its fused, chunked LM head, which never builds the whole logits tensor; this
+    one uses the model's ordinary head, so DFT costs exactly what ``nll`` costs here.
     """
+    import torch
     import torch.nn.functional as F
 
     logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
@@ -296,9 +301,8 @@ def dft_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
     per_token = ce * (-ce).exp().detach()
     if num_items_in_batch is None:
         num_items_in_batch = (labels != -100).sum()
-    if hasattr(num_items_in_batch, "to"):
-        num_items_in_batch = num_items_in_batch.to(per_token.device)
-    return per_token.sum() / num_items_in_batch
+    # a batch without supervised tokens gives 0, not 0/0 (as TRL)
+    return per_token.sum() / torch.as_tensor(num_items_in_batch, device=per_token.device).clamp(min=1)
 
 
 # ---------------------------------------------------------------------------------------------

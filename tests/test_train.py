@@ -214,6 +214,8 @@ def test_dft_loss_matches_a_hand_computation(tiny_model_dir):
     spread = logits.clone().scatter_add_(-1, targets, bonus)
     _, want_spread, _ = _hand_from_logits(spread, batch["labels"])
     assert dft_loss(SimpleNamespace(logits=spread), batch["labels"]).item() == pytest.approx(want_spread, rel=1e-5)
+    # a batch without supervised tokens is 0, not 0/0
+    assert dft_loss(SimpleNamespace(logits=logits), torch.full_like(batch["labels"], -100)).item() == 0
     # the probability is a weight, not a gradient path, and the loss still trains the model
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
