@@ -1015,7 +1015,7 @@ def _check_shards(inputs: Sequence[str | Path], manifests: list[dict[str, Any]])
         got = sorted(i for i, _ in pairs)
         if len(ns) != 1 or got != list(range(next(iter(ns)))):
             raise InputError(f"shards must be 0..N-1 of one N, each once; got {', '.join(map(str, shards))}")
-    for key, what in (("config_hash", "settings"), ("input", "input data")):
+    for key, what in (("config_hash", "settings"), ("input", "input data"), ("input_rows", "row selections (--limit)")):
         vals = {json.dumps((m.get("fingerprint") or {}).get(key, m.get(key)), sort_keys=True) for m in manifests}
         if len(vals) != 1:
             raise InputError(f"the inputs to merge come from different {what} ({', '.join(map(str, inputs))}): "
