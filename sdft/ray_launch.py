@@ -120,10 +120,10 @@ def run_rewrite_ray(
     output = Path(cfg.output)
     parts = part_paths(output, workers)
     from sdft.formats import is_folder_format
-    from sdft.rewrite import _protected
+    from sdft.rewrite import protected_paths
 
     # sdft's own files only, never an input; checked before Ray or any model starts.
-    check_output(output, folder=is_folder_format(cfg.output_format), protect=_protected(cfg))
+    check_output(output, folder=is_folder_format(cfg.output_format), protect=protected_paths(cfg))
     old = read_manifest(output)
     # An earlier --ray output at this path is rebuilt from the parts; another sdft output needs --overwrite.
     ours = bool(old and old.get("ray"))
@@ -151,7 +151,7 @@ def run_rewrite_ray(
             say(f"{output} is already complete for this config: reusing it (pass --overwrite to redo)")
             return RewriteResult(output, old, cached=True)
         merged = merge_outputs(parts, output, expected_ids=expected, overwrite=True, output_format=cfg.output_format,
-                               protect=_protected(cfg))
+                               protect=protected_paths(cfg))
         merged.update(
             config={**merged.get("config", {}), "output": str(cfg.output), "shard": None,
                     "gap_rows": cfg.gap_rows, "output_format": cfg.output_format},

@@ -553,41 +553,9 @@ def _rounds(engine: Engine | None, cfg: ReplayConfig, runner: StageRunner, chash
             engine = load_engine(model_path, backend, cfg.engine_options(), notice=say)
         if not tally["queries"]:  # first round of this run
             _warn_unstoppable(engine, tokenizer, cfg, pq, say)
-        seed = round_seed(cfg.seed, r, cfg.batch_size)
-        t = time.time()
-        gen = engine.generate([pq.text], cfg.query_sampling(seed, pq.stops))[0]
-        tally["q_seconds"] += time.time() - t
-        tally["queries"] += len(gen.completions)
-        tally["q_tokens"] += sum(c.num_tokens for c in gen.completions)
-        rows: list[dict[str, Any]] = []
-        to_answer: list[dict[str, Any]] = []
-        for slot, c in enumerate(gen.completions):
-            query = c.text.strip()
-            rid = _row_id(chash, r, slot)
-            reason, detail = check_query(query, c.finish_reason, rules)
-            if reason is None:
-                reason, detail = dedup.check_and_add(query, rid)
-            row = {
-                "id": rid, "index": r * cfg.batch_size + slot, "messages": cfg.answer_messages(query),
-                "response": None, "original": None, "status": "dropped", "reason": reason or "ok",
-                "detail": detail, "attempts": 0, "passed": 0, "chosen": None, "config_hash": chash,
-                "source": "replay", "refusal": None,
-                "extra": {"round": r, "slot": slot, "query_finish_reason": c.finish_reason,
-                          "query_tokens": c.num_tokens},
-            }
-            rows.append(row)
-            if reason is None:
-                to_answer.append(row)
-        report(r)
-        if to_answer:
-            t = time.time()
-            answers = engine.generate([row["messages"] for row in to_answer],
-                                      cfg.answer_sampling(seed, pq.answer_stops))
-            tally["a_seconds"] += time.time() - t
-            _judge_answers(to_answer, answers, rules)
-            tally["a_tokens"] += sum(row["extra"]["answer_tokens"] for row in to_answer)
-            ref["answered"] += len(to_answer)
-            ref["refused"] += sum(row["refusal"] for row in to_answer)
+        rows = _one_round(engine, cfg, r, chash, pq, rules, dedup, tally, lambda r=r: report(r))
+        ref["answered"] += sum(row["refusal"] is not None for row in rows)
+        ref["refused"] += sum(bool(row["refusal"]) for row in rows)
         share = ref["refused"] / ref["answered"] if ref["answered"] else 0.0
         for row in rows:
             if row["reason"] == "ok" and row["refusal"] and cfg.refusals == "proportional":
@@ -605,6 +573,47 @@ def _rounds(engine: Engine | None, cfg: ReplayConfig, runner: StageRunner, chash
         report(r)
     tally["engine"] = engine
     return tally
+
+
+def _one_round(engine: Engine, cfg: ReplayConfig, r: int, chash: str, pq: PreQuery, rules: FilterRules,
+               dedup: Deduplicator, tally: dict[str, Any], after_queries: Callable[[], None]) -> list[dict[str, Any]]:
+    """Round ``r``: sample ``batch_size`` queries, filter them, answer and judge the survivors.
+
+    Returns one row per attempt (refusal quotas and ok/surplus labels are the caller's).
+    """
+    seed = round_seed(cfg.seed, r, cfg.batch_size)
+    t = time.time()
+    gen = engine.generate([pq.text], cfg.query_sampling(seed, pq.stops))[0]
+    tally["q_seconds"] += time.time() - t
+    tally["queries"] += len(gen.completions)
+    tally["q_tokens"] += sum(c.num_tokens for c in gen.completions)
+    rows: list[dict[str, Any]] = []
+    to_answer: list[dict[str, Any]] = []
+    for slot, c in enumerate(gen.completions):
+        query = c.text.strip()
+        rid = _row_id(chash, r, slot)
+        reason, detail = check_query(query, c.finish_reason, rules)
+        if reason is None:
+            reason, detail = dedup.check_and_add(query, rid)
+        row = {
+            "id": rid, "index": r * cfg.batch_size + slot, "messages": cfg.answer_messages(query),
+            "response": None, "original": None, "status": "dropped", "reason": reason or "ok",
+            "detail": detail, "attempts": 0, "passed": 0, "chosen": None, "config_hash": chash,
+            "source": "replay", "refusal": None,
+            "extra": {"round": r, "slot": slot, "query_finish_reason": c.finish_reason,
+                      "query_tokens": c.num_tokens},
+        }
+        rows.append(row)
+        if reason is None:
+            to_answer.append(row)
+    after_queries()
+    if to_answer:
+        t = time.time()
+        answers = engine.generate([row["messages"] for row in to_answer], cfg.answer_sampling(seed, pq.answer_stops))
+        tally["a_seconds"] += time.time() - t
+        _judge_answers(to_answer, answers, rules)
+        tally["a_tokens"] += sum(row["extra"]["answer_tokens"] for row in to_answer)
+    return rows
 
 
 def _judge_answers(rows: list[dict[str, Any]], answers: list[Any], rules: FilterRules) -> None:

@@ -308,7 +308,7 @@ def _scan(cfg: RewriteConfig) -> tuple[Example, list[str], int]:
     return first, wanted, n
 
 
-def _protected(cfg: RewriteConfig) -> list[str]:
+def protected_paths(cfg: RewriteConfig) -> list[str]:
     """Paths the output must never touch: the data, the template, a local model."""
     from sdft.data import resolve_data_path
 
@@ -353,7 +353,7 @@ def run_rewrite(
     t0 = time.time()
     first, wanted, selected = _scan(cfg)
     # Every output check before any model is resolved or loaded.
-    check_output(cfg.output, folder=is_folder_format(cfg.output_format), protect=_protected(cfg))
+    check_output(cfg.output, folder=is_folder_format(cfg.output_format), protect=protected_paths(cfg))
     verifier_name = resolve_verifier_name(cfg, first)
     from sdft.verify import get_verifier, verify
 
@@ -364,7 +364,7 @@ def run_rewrite(
     data_path = resolve_data_path(cfg.input)
     runner = StageRunner(cfg.output, kind="sdft-rewrite", settings=ckey,
                          inputs=[data_path],
-                         protect=_protected(cfg), shard=cfg.shard, output_format=cfg.output_format,
+                         protect=protected_paths(cfg), shard=cfg.shard, output_format=cfg.output_format,
                          overwrite=cfg.overwrite, notice=say)
     with runner:
         finished = runner.resume(wanted)

@@ -815,17 +815,18 @@ class StageRunner:
         wanted_digest = digest_ids(wanted_ids) if wanted_ids is not None else None
         self.selection = {"rows": len(wanted_ids), "ids_digest": wanted_digest} if wanted_ids is not None else None
         if self.overwrite:
-            _remove_owned(paths, old, pending)
-            if paths.manifest.exists():
-                paths.manifest.unlink()
+            # Start over, but keep the finished output until the new one replaces it: a run that
+            # fails half-way must not have destroyed the last good result.
             _clear_parts(paths.parts)
-            old = None
-        if _parts_is_ours(paths.parts):
+            atomic_write_json(paths.parts / "config.json", self._config())
+            if pending:  # files a killed final write put in place stay claimable by the next one
+                atomic_write_json(paths.parts / "pending.json", pending)
+        if _parts_is_ours(paths.parts) and not self.overwrite:
             cfg = json.loads((paths.parts / "config.json").read_text(encoding="utf-8"))
             if cfg.get("config_hash") != self.config_hash or cfg.get("input") != self.input \
                     or cfg.get("shard") != self.shard:
                 raise self._mismatch(str(paths.parts), cfg)
-        elif old is not None:
+        elif old is not None and not self.overwrite:
             reuse = self._settle_finished(old, wanted_ids, wanted_digest, reusable)
             if reuse is not None:
                 return reuse

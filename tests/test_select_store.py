@@ -185,3 +185,20 @@ def test_foreign_files_are_never_replaced(tmp_path):
     (tmp_path / "o.jsonl.manifest.json").write_text("{not json")
     with pytest.raises(InputError, match="damaged"):
         check_output(out)
+
+
+def test_overwrite_keeps_the_finished_output_until_the_new_one_replaces_it(tmp_path):
+    out = tmp_path / "o.jsonl"
+    with runner(out, {"t": 0}) as r:
+        r.resume(["r0"])
+        r.append([rec(0)])
+        r.finalize({"kind": "sdft-test"})
+    before = out.read_bytes()
+    with runner(out, {"t": 1}, overwrite=True) as r:  # a new run that dies before it finishes
+        assert r.resume(["r0"]) is None and r.done_ids() == set()
+    assert out.read_bytes() == before and read_manifest(out)["settings"] == {"t": 0}
+    with runner(out, {"t": 1}) as r:  # its rerun continues the new work and then replaces the old output
+        r.resume(["r0"])
+        r.append([{**rec(0), "response": "new"}])
+        r.finalize({"kind": "sdft-test"})
+    assert read_manifest(out)["settings"] == {"t": 1} and '"new"' in out.read_text()
