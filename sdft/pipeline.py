@@ -21,7 +21,7 @@ from sdft.config import from_dict, to_dict
 from sdft.data import FORMATS, DataSpec, iter_examples
 from sdft.errors import ConfigError, InputError
 from sdft.models import DEFAULT_MODEL, is_local_model_dir
-from sdft.store import atomic_write_json, iter_jsonl, manifest_path
+from sdft.store import atomic_write_json, iter_kept
 
 # keys of the rewrite/train sections the pipeline fills in itself
 _REWRITE_OWNED = ("input", "output", "model", "data_format", "prompt_field", "response_field", "split", "limit")
@@ -70,7 +70,7 @@ class PipelineConfig:
             problems.append(f"replay_ratio must be in [0, 1), got {self.replay_ratio}")
         if self.replay_ratio > 0 and not self.replay:
             problems.append("replay_ratio > 0 needs replay: PATH (make one with `sdft replay`)")
-        if self.replay and not Path(self.replay).is_file():
+        if self.replay and not Path(self.replay).exists():
             problems.append(f"replay: file not found: {self.replay}")
         for key in _REWRITE_OWNED:
             if key in self.rewrite:
@@ -175,11 +175,19 @@ class PipelineResult:
     eval_report: Any = None  # sdft.eval.report.EvalReport when the config has an eval section
 
 
-def _wait_for(path: Path, say: Callable[[str], None], poll_s: float = 2.0) -> None:
-    """Block until ``path`` exists (another rank is producing it; torchrun stops us if it dies)."""
-    if not path.exists():
-        say(f"waiting for rank 0 to finish the rewrite ({path})")
-    while not path.exists():
+def _wait_for(output: Path, say: Callable[[str], None], poll_s: float = 2.0) -> None:
+    """Block until rank 0's rewrite of ``output`` is finished: its manifest written and its parts
+    folder (and with it the lock on the output) gone. torchrun stops us if rank 0 dies."""
+    from sdft.store import OutputPaths
+
+    paths = OutputPaths(output)
+
+    def finished() -> bool:
+        return paths.manifest.exists() and not paths.parts.exists()
+
+    if not finished():
+        say(f"waiting for rank 0 to finish the rewrite ({output})")
+    while not finished():
         time.sleep(poll_s)
 
 
@@ -207,12 +215,12 @@ def run_pipeline(cfg: PipelineConfig, *, on_progress: Callable[[str, int, int | 
         from sdft.rewrite import run_rewrite
 
         if rank != 0:  # under torchrun / accelerate: rank 0 rewrites, the others then read its cached output
-            _wait_for(manifest_path(cfg.rewrite_output), say)
+            _wait_for(cfg.rewrite_output, say)
         res = run_rewrite(cfg.rewrite_config(), notice=say,
                           on_progress=(lambda d, n, **k: on_progress("rewrite", d, n, k)) if on_progress else None)
         rewrite_out = res.output
-        rows = [{"messages": r["messages"], "response": r["response"]} for r in iter_jsonl(res.output)
-                if r["status"] != "dropped"]
+        # the kept rows' records (prompt + kept answer), whatever --format the training file has
+        rows = [{"messages": r["messages"], "response": r["response"]} for r in iter_kept(res.output)]
         manifest["rewrite"] = {"output": str(res.output), "cached": res.cached, "rows": res.manifest["rows"],
                                "acceptance_rate": res.manifest["acceptance_rate"], "gap": res.manifest.get("gap"),
                                "config_hash": res.manifest["config_hash"]}

@@ -25,7 +25,7 @@ from sdft.errors import ConfigError
 from sdft.models import DEFAULT_MODEL, resolve_model
 from sdft.prompts import DEFAULT_SYSTEM, RewritePrompt
 from sdft.select import ON_FAIL_MODES, SELECT_MODES, Candidate, decide
-from sdft.store import ShardStore, iter_jsonl, read_manifest
+from sdft.store import StageRunner, check_output, model_files, settings_hash
 
 ProgressCb = Callable[..., None]  # on_progress(done, total, **stats)
 
@@ -70,8 +70,9 @@ class RewriteConfig:
     max_model_len: int | None = field(default=None, metadata={"help": "context length (default: model's, <=4096)"})
     tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM tensor parallel GPUs"})
     gap_rows: int = field(default=64, metadata={"help": "rows scored for the distribution-gap report (0 = skip)"})
-    save_candidates: bool = field(default=True, metadata={"help": "keep every sampled candidate in the output"})
-    output_format: str = field(default="jsonl", metadata={"help": "jsonl | hf (also a datasets folder)"})
+    save_candidates: bool = field(default=True, metadata={"help": "keep every sampled candidate in the records"})
+    output_format: str = field(default="messages", metadata={"help": "training rows: messages | alpaca | sharegpt | "
+                                                                     "prompt-completion | hf (a datasets folder)"})
 
     def __post_init__(self) -> None:
         problems = []
@@ -91,8 +92,12 @@ class RewriteConfig:
             problems.append("samples > 1 with temperature 0 draws the same rewrite k times: set temperature > 0")
         if self.batch_size < 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.output_format not in ("jsonl", "hf"):
-            problems.append(f"output_format must be jsonl or hf, got '{self.output_format}'")
+        from sdft.formats import FORMATS
+
+        if self.output_format == "jsonl":  # the name before the formats existed: the same chat rows
+            self.output_format = "messages"
+        if self.output_format not in FORMATS:
+            problems.append(f"output_format must be one of {', '.join(FORMATS)}, got '{self.output_format}'")
         if self.template and self.paper_style:
             problems.append("template and paper_style are exclusive")
         if self.limit is not None and self.limit < 1:
@@ -162,18 +167,25 @@ def resolve_verifier_name(cfg: RewriteConfig, first: Example) -> str:
     return "math" if "####" in first.answer else "none"
 
 
-def config_hash(cfg: RewriteConfig, model_id: str, backend: str, verifier: str) -> tuple[str, dict[str, Any]]:
-    """Hash of everything that changes the rows (not limit, batch size or paths)."""
+def config_hash(cfg: RewriteConfig, model_id: str, backend: str, verifier: str,
+                model_path: str | None = None) -> tuple[str, dict[str, Any]]:
+    """Hash of every setting that changes the rows, and the settings themselves.
+
+    Not the input's content (the runner fingerprints that), nor the shard, limit, batch size,
+    output format or paths: so every shard of one run shares this hash, and a larger limit
+    continues a finished output. ``model_path``: a local folder's file names and sizes are
+    included, so another model saved at the same path does not pass for the old one.
+    """
     p = cfg.prompt()
     key = {
-        "input": str(cfg.input), "data_format": cfg.data_format, "prompt_field": cfg.prompt_field,
-        "response_field": cfg.response_field, "split": cfg.split, "model": model_id, "backend": backend,
+        "data_format": cfg.data_format, "prompt_field": cfg.prompt_field, "response_field": cfg.response_field,
+        "split": cfg.split, "model": model_id, "model_files": model_files(model_path), "backend": backend,
         "verifier": verifier, "verifier_options": cfg.verifier_options, "sampling": asdict(cfg.sampling()),
         "select": cfg.select, "on_fail": cfg.on_fail, "system": p.system, "user_template": p.user_template,
-        "dtype": cfg.dtype,
+        "dtype": cfg.dtype, "save_candidates": cfg.save_candidates,
     }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return digest, key
+    key = json.loads(json.dumps(key, default=str))
+    return settings_hash(key), key
 
 
 def _chunks(it: Iterator[Example], size: int) -> Iterator[list[Example]]:
@@ -224,6 +236,90 @@ def dry_run(cfg: RewriteConfig, n: int = 3) -> list[dict[str, Any]]:
     return rows
 
 
+@dataclass
+class ChunkContext:
+    """What :func:`_process_chunk` needs besides the engine and the rows (fixed for a run)."""
+
+    cfg: RewriteConfig
+    prompt: RewritePrompt
+    sampling: SamplingConfig
+    verifier: Any
+    verify: Callable[..., Any]
+    config_hash: str
+    runner: StageRunner  # for stage caches: ``ctx.runner.stage_cache(name)``
+    tally: dict[str, Any]  # tokens / seconds generated this run (throughput in the manifest)
+    engine_progress: Callable[[int], None] | None = None
+
+
+def _process_chunk(engine: Engine, chunk: list[Example], ctx: ChunkContext) -> list[dict[str, Any]]:
+    """Generate, verify and decide one chunk of rows: one sdft record per row (docs/FORMATS.md).
+
+    The one place that turns rows into records; the runner around it does the storing,
+    resuming and every-row-once checking. Intermediate results worth keeping across a crash
+    go to ``ctx.runner.stage_cache(name)``.
+    """
+    cfg = ctx.cfg
+    requests = [ctx.prompt.build(ex) for ex in chunk]
+    t = time.time()
+    gens = engine.generate(requests, ctx.sampling, progress=ctx.engine_progress)
+    ctx.tally["seconds"] += time.time() - t
+    jobs = [(ex, c) for ex, g in zip(chunk, gens, strict=True) for c in g.completions]
+    ctx.tally["tokens"] += sum(c.num_tokens for _, c in jobs)
+    verdicts = _verify_all(jobs, ctx.verifier, ctx.verify)
+    cand_lists: list[list[Candidate]] = []
+    k = 0
+    for g in gens:
+        cand_lists.append([Candidate(c.text, c.finish_reason, c.num_tokens, verdicts[k + j])
+                           for j, c in enumerate(g.completions)])
+        k += len(g.completions)
+    if cfg.select == "min-nll":
+        _score_passing(engine, chunk, cand_lists)
+    rows = []
+    for ex, cands in zip(chunk, cand_lists, strict=True):
+        d = decide(cands, ex.answer, cfg.select, cfg.on_fail)
+        row = {
+            "id": ex.id, "index": ex.index, "messages": ex.messages, "response": d.response,
+            "original": ex.answer, "status": d.status, "reason": d.reason, "detail": d.detail,
+            "attempts": len(cands), "passed": sum(c.verdict.ok for c in cands), "chosen": d.chosen,
+            "config_hash": ctx.config_hash, "extra": ex.extra,
+        }
+        if cfg.save_candidates:
+            row["candidates"] = [c.to_dict() for c in cands]
+        rows.append(row)
+    return rows
+
+
+def _scan(cfg: RewriteConfig) -> tuple[Example, list[str], int]:
+    """Validate every row (a bad row 9,000 must not fail after an hour); the wanted ids.
+
+    Returns:
+        The dataset's first row, the ids of this shard's rows (ids only: ~30 bytes a row, so
+        1M rows stay well under 100 MB), and the number of rows selected before sharding.
+    """
+    first: Example | None = None
+    wanted: list[str] = []
+    n = 0
+    for ex in iter_examples(cfg.data_spec()):
+        first = first or ex  # of the whole dataset, so that every shard picks the same verifier
+        n += 1
+        if cfg.in_shard(ex.id):
+            wanted.append(ex.id)
+    assert first is not None  # iter_examples raises on an empty dataset
+    return first, wanted, n
+
+
+def protected_paths(cfg: RewriteConfig) -> list[str]:
+    """Paths the output must never touch: the data, the template, a local model."""
+    from sdft.data import resolve_data_path
+
+    paths = [resolve_data_path(cfg.input)]
+    if cfg.template:
+        paths.append(cfg.template)
+    if Path(cfg.model).exists():
+        paths.append(cfg.model)
+    return paths
+
+
 def run_rewrite(
     cfg: RewriteConfig,
     *,
@@ -242,144 +338,110 @@ def run_rewrite(
         notice: one-line notices for the user (backend fallback, resume, cache hits).
 
     Returns:
-        The output path and manifest. If a finished output of the same config exists it is
-        returned as is (``cached=True``).
+        The output path and manifest. If a finished output of the same config, input and
+        rows exists it is returned as is (``cached=True``).
 
     Raises:
-        InputError: bad data (file, row and field named) or a conflicting earlier run.
+        InputError: bad data (file, row and field named), an output path that is an input or
+            not sdft's, or earlier results of other settings or input.
         ConfigError: invalid settings.
     """
+    from sdft.data import resolve_data_path
+    from sdft.formats import is_folder_format
+
     say = notice or (lambda _m: None)
     t0 = time.time()
-    spec = cfg.data_spec()
-    # Validate every row before loading any model: a bad row 9,000 must not fail after an hour.
-    first: Example | None = None
-    wanted: list[str] = []  # ids only: ~30 bytes a row, so 1M rows stay well under 100 MB
-    for ex in iter_examples(spec):
-        first = first or ex  # of the whole dataset, so that every shard picks the same verifier
-        if cfg.in_shard(ex.id):
-            wanted.append(ex.id)
-    total = len(wanted)
-    assert first is not None  # iter_examples raises on an empty dataset
+    first, wanted, selected = _scan(cfg)
+    # Every output check before any model is resolved or loaded.
+    check_output(cfg.output, folder=is_folder_format(cfg.output_format), protect=protected_paths(cfg))
     verifier_name = resolve_verifier_name(cfg, first)
     from sdft.verify import get_verifier, verify
 
     verifier = get_verifier(verifier_name, **cfg.verifier_options)
     backend = engine.name if engine is not None else pick_backend(cfg.backend, say)
     model_path = engine.model_path if engine is not None else resolve_model(cfg.model, log=say)
-    chash, ckey = config_hash(cfg, cfg.model, backend, verifier_name)
+    chash, ckey = config_hash(cfg, cfg.model, backend, verifier_name, model_path)
+    data_path = resolve_data_path(cfg.input)
+    runner = StageRunner(cfg.output, kind="sdft-rewrite", settings=ckey,
+                         inputs=[data_path],
+                         protect=protected_paths(cfg), shard=cfg.shard, output_format=cfg.output_format,
+                         overwrite=cfg.overwrite, notice=say)
+    with runner:
+        finished = runner.resume(wanted)
+        if finished is not None:
+            return RewriteResult(Path(cfg.output), finished, cached=True)
+        own_engine = engine is None
+        if engine is None:
+            engine = load_engine(model_path, backend, cfg.engine_options(), notice=say)
+        try:
+            manifest = _generate(engine, cfg, runner, wanted, chash, verifier, verify, on_progress)
+            manifest.update(model_path=model_path, backend=backend, verifier=verifier_name, input_rows=selected)
+            if cfg.gap_rows > 0 and wanted:
+                from sdft.report import distribution_gap
 
-    output = Path(cfg.output)
-    old = read_manifest(output)
-    if old and not cfg.overwrite and output.exists():
-        if old.get("config_hash") == chash and old.get("rows", {}).get("total", -1) == total:
-            say(f"{output} is already complete for this config: reusing it (pass --overwrite to redo)")
-            return RewriteResult(output, old, cached=True)
-        if old.get("config_hash") == chash:
-            # Same config, more rows wanted (a larger --limit): continue from the finished rows.
-            store = ShardStore(output, chash, ckey)
-            if not store.done_ids():
-                keep = set(wanted)
-                store.append(r for r in iter_jsonl(output) if r["id"] in keep)
-        elif not cfg.overwrite:
-            from sdft.errors import InputError
+                manifest["gap"] = distribution_gap(engine, runner.iter_records(), limit=cfg.gap_rows, seed=cfg.seed)
+            manifest["wall_seconds_this_run"] = round(time.time() - t0, 3)
+            final = runner.finalize(manifest, expected_ids=wanted)
+        finally:
+            if own_engine:
+                engine.close()
+    return RewriteResult(Path(cfg.output), final)
 
-            raise InputError(f"{output} exists from a different rewrite config: pass --overwrite to replace it, "
-                             f"or choose another -o path")
-    store = ShardStore(output, chash, ckey, overwrite=cfg.overwrite)
-    done = store.done_ids()
-    if done:
-        say(f"resuming: {len(done)} of {total} rows already done in {store.parts}")
 
-    own_engine = engine is None
-    if engine is None:
-        engine = load_engine(model_path, backend, cfg.engine_options(), notice=say)
+def _generate(engine: Engine, cfg: RewriteConfig, runner: StageRunner, wanted: list[str], chash: str,
+              verifier: Any, verify: Callable[..., Any], on_progress: ProgressCb | None) -> dict[str, Any]:
+    """Process every row not done yet, chunk by chunk; the manifest's counts and timings."""
+    done = runner.done_ids()
+    total = len(wanted)
     prompt = cfg.prompt()
     sampling = cfg.sampling()
     stats: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
-    for row in store.iter_rows():
+    for row in runner.iter_records():
         stats[row["status"]] += 1
         reasons[row["reason"]] += 1
-    tally = {"tokens": 0, "seconds": 0.0, "done": len(done), "in_chunk": 0}
+    tally: dict[str, Any] = {"tokens": 0, "seconds": 0.0, "done": len(done), "in_chunk": 0}
 
     def engine_progress(k: int) -> None:
         tally["in_chunk"] += k
         if on_progress:
             on_progress(tally["done"] + tally["in_chunk"], total, **_rates(stats, tally["tokens"], tally["seconds"]))
 
-    try:
-        todo = (ex for ex in iter_examples(spec) if ex.id not in done and cfg.in_shard(ex.id))
-        for chunk in _chunks(todo, cfg.batch_size):
-            requests = [prompt.build(ex) for ex in chunk]
-            tally["in_chunk"] = 0
-            t = time.time()
-            gens = engine.generate(requests, sampling, progress=engine_progress)
-            tally["seconds"] += time.time() - t
-            jobs = [(ex, c) for ex, g in zip(chunk, gens, strict=True) for c in g.completions]
-            tally["tokens"] += sum(c.num_tokens for _, c in jobs)
-            verdicts = _verify_all(jobs, verifier, verify)
-            cand_lists: list[list[Candidate]] = []
-            k = 0
-            for g in gens:
-                cand_lists.append([Candidate(c.text, c.finish_reason, c.num_tokens, verdicts[k + j])
-                                   for j, c in enumerate(g.completions)])
-                k += len(g.completions)
-            if cfg.select == "min-nll":
-                _score_passing(engine, chunk, cand_lists)
-            rows = []
-            for ex, cands in zip(chunk, cand_lists, strict=True):
-                d = decide(cands, ex.answer, cfg.select, cfg.on_fail)
-                stats[d.status] += 1
-                reasons[d.reason] += 1
-                row = {
-                    "id": ex.id, "index": ex.index, "messages": ex.messages, "response": d.response,
-                    "original": ex.answer, "status": d.status, "reason": d.reason, "detail": d.detail,
-                    "attempts": len(cands), "passed": sum(c.verdict.ok for c in cands), "chosen": d.chosen,
-                    "config_hash": chash, "extra": ex.extra,
-                }
-                if cfg.save_candidates:
-                    row["candidates"] = [c.to_dict() for c in cands]
-                rows.append(row)
-            store.append(rows)
-            tally["done"] += len(chunk)
-            tally["in_chunk"] = 0
-            if on_progress:
-                on_progress(tally["done"], total, **_rates(stats, tally["tokens"], tally["seconds"]))
-
-        manifest = {
-            "kind": "sdft-rewrite",
-            "config_hash": chash,
-            "config": to_dict(cfg),
-            "model": cfg.model,
-            "model_path": model_path,
-            "backend": backend,
-            "verifier": verifier_name,
-            "sampling": asdict(sampling),
-            "prompt": {"system": prompt.system, "user_template": prompt.user_template},
-            "shard": cfg.shard,
-            "rows": {"total": total, **{k: stats.get(k, 0) for k in ("rewritten", "fallback", "dropped")}},
-            "acceptance_rate": stats["rewritten"] / total if total else 0.0,
-            "reasons": dict(reasons.most_common()),
-            "generated_tokens_this_run": tally["tokens"],
-            "generation_seconds_this_run": round(tally["seconds"], 3),
-            "tokens_per_second": round(tally["tokens"] / tally["seconds"], 2) if tally["seconds"] else None,
-            "wall_seconds_this_run": None,
-            "versions": _versions(),
-            "gap": None,
-        }
-        if cfg.gap_rows > 0 and wanted:
-            from sdft.report import distribution_gap
-
-            manifest["gap"] = distribution_gap(engine, store.iter_rows(), limit=cfg.gap_rows, seed=cfg.seed)
-        manifest["wall_seconds_this_run"] = round(time.time() - t0, 3)
-        store.finalize(manifest, expected_ids=wanted)
-        if cfg.output_format == "hf":
-            save_hf(output)
-    finally:
-        if own_engine:
-            engine.close()
-    return RewriteResult(output, read_manifest(output) or manifest)
+    ctx = ChunkContext(cfg, prompt, sampling, verifier, verify, chash, runner, tally, engine_progress)
+    todo = (ex for ex in iter_examples(cfg.data_spec()) if ex.id not in done and cfg.in_shard(ex.id))
+    for chunk in _chunks(todo, cfg.batch_size):
+        tally["in_chunk"] = 0
+        rows = _process_chunk(engine, chunk, ctx)
+        runner.append(rows)
+        for row in rows:
+            stats[row["status"]] += 1
+            reasons[row["reason"]] += 1
+        tally["done"] += len(chunk)
+        tally["in_chunk"] = 0
+        if on_progress:
+            on_progress(tally["done"], total, **_rates(stats, tally["tokens"], tally["seconds"]))
+    return {
+        "kind": "sdft-rewrite",
+        "config_hash": chash,
+        "config": to_dict(cfg),
+        "model": cfg.model,
+        "model_path": None,
+        "backend": None,
+        "verifier": None,
+        "sampling": asdict(sampling),
+        "prompt": {"system": prompt.system, "user_template": prompt.user_template},
+        "shard": cfg.shard,
+        "input_rows": None,
+        "rows": {"total": total, **{k: stats.get(k, 0) for k in ("rewritten", "fallback", "dropped")}},
+        "acceptance_rate": stats["rewritten"] / total if total else 0.0,
+        "reasons": dict(reasons.most_common()),
+        "generated_tokens_this_run": tally["tokens"],
+        "generation_seconds_this_run": round(tally["seconds"], 3),
+        "tokens_per_second": round(tally["tokens"] / tally["seconds"], 2) if tally["seconds"] else None,
+        "wall_seconds_this_run": None,
+        "versions": _versions(),
+        "gap": None,
+    }
 
 
 def _verify_all(jobs: list[tuple[Example, Any]], verifier: Any, verify: Callable[..., Any]) -> list[Any]:
@@ -422,19 +484,3 @@ def _score_passing(engine: Engine, chunk: list[Example], cand_lists: list[list[C
         return
     for (i, j), s in zip(where, engine.score(prompts, texts), strict=True):
         cand_lists[i][j].mean_nll = s.mean_nll
-
-
-def save_hf(output: Path) -> None:
-    """Also save a finished JSONL output as a `datasets` folder beside it (``--output-format hf``)."""
-    import datasets
-
-    target = output.with_suffix("") if output.suffix else output.with_name(output.name + "_hf")
-    if target == output:
-        target = output.with_name(output.name + "_hf")
-    ds = datasets.Dataset.from_list(list(iter_jsonl(output)))
-    tmp = target.with_name(target.name + ".tmp")
-    ds.save_to_disk(str(tmp))
-    import shutil
-
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)

@@ -14,13 +14,14 @@ import pytest
 
 from sdft.errors import InputError
 from sdft.rewrite import RewriteConfig, run_rewrite
-from sdft.store import iter_jsonl, read_manifest
+from sdft.store import iter_jsonl, iter_records, read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def rows_of(p: Path) -> list[dict]:
-    return list(iter_jsonl(p))
+    """Every row's sdft record (kept rows from OUT.records.jsonl, the rest from OUT.rejected.jsonl)."""
+    return list(iter_records(p))
 
 
 def test_every_row_written_with_status_and_original(vllm_tiny, gsm8k_file, tmp_path):
@@ -44,6 +45,10 @@ def test_every_row_written_with_status_and_original(vllm_tiny, gsm8k_file, tmp_p
     assert m["gap"]["rows"] == 3 and m["gap"]["original_nll"] > 0 and m["gap"]["warning"]
     assert progress[-1] == (6, 6)
     assert not (tmp_path / "o.jsonl.parts").exists()
+    # the training file holds the kept rows only, as chat messages ending with the kept answer
+    assert list(iter_jsonl(out)) == [{"messages": [*r["messages"], {"role": "assistant", "content": r["response"]}]}
+                                     for r in rows]
+    assert not (tmp_path / "o.jsonl.rejected.jsonl").read_text()
 
 
 def test_best_of_k_drop_and_candidates(vllm_tiny, gsm8k_file, tmp_path):
@@ -54,6 +59,7 @@ def test_best_of_k_drop_and_candidates(vllm_tiny, gsm8k_file, tmp_path):
     rows = rows_of(out)
     assert all(r["attempts"] == 3 and len(r["candidates"]) == 3 for r in rows)
     assert all(r["status"] == "dropped" and r["response"] is None for r in rows)
+    assert out.read_text() == "" and len(list(iter_jsonl(tmp_path / "o.jsonl.rejected.jsonl"))) == 6
 
 
 def test_cache_conflict_overwrite_and_larger_limit(vllm_tiny, gsm8k_file, tmp_path):
@@ -70,8 +76,12 @@ def test_cache_conflict_overwrite_and_larger_limit(vllm_tiny, gsm8k_file, tmp_pa
     # same config again: cached
     assert run_rewrite(RewriteConfig(**base, limit=5), engine=vllm_tiny).cached
     # another config refuses to mix, unless overwrite
-    with pytest.raises(InputError, match="different rewrite config"):
+    with pytest.raises(InputError, match=r"other settings \(changed: .*max_new_tokens \(8 -> 9\)"):
         run_rewrite(RewriteConfig(**{**base, "max_new_tokens": 9}, limit=5), engine=vllm_tiny)
+    # a smaller limit never cuts a finished output back
+    with pytest.raises(InputError, match="never cut back"):
+        run_rewrite(RewriteConfig(**base, limit=2), engine=vllm_tiny)
+    assert len(rows_of(out)) == 5
     run_rewrite(RewriteConfig(**{**base, "max_new_tokens": 9}, limit=5, overwrite=True), engine=vllm_tiny)
     assert read_manifest(out)["sampling"]["max_new_tokens"] == 9
 

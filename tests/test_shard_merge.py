@@ -12,7 +12,7 @@ import pytest
 
 from sdft.errors import InputError
 from sdft.rewrite import RewriteConfig, shard_of
-from sdft.store import iter_jsonl, merge_outputs, read_manifest
+from sdft.store import iter_jsonl, iter_records, merge_outputs, read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,6 +58,7 @@ def test_two_shard_processes_plus_merge_equal_single_process(tiny_model_dir, tmp
     merged = list(iter_jsonl(tmp_path / "merged.jsonl"))
     single = list(iter_jsonl(tmp_path / "single.jsonl"))
     assert merged == single
+    assert list(iter_records(tmp_path / "merged.jsonl")) == list(iter_records(tmp_path / "single.jsonl"))
     assert read_manifest(tmp_path / "merged.jsonl")["rows"] == read_manifest(tmp_path / "single.jsonl")["rows"]
 
     # merge refuses a missing shard, a repeated shard, and an incomplete dataset
@@ -67,3 +68,20 @@ def test_two_shard_processes_plus_merge_equal_single_process(tiny_model_dir, tmp
         merge_outputs([parts[0], parts[0]], tmp_path / "m3.jsonl")
     with pytest.raises(InputError, match="missing"):
         merge_outputs(parts, tmp_path / "m4.jsonl", expected_ids=[*expected, "ffff"])
+    # without --input: the shard manifests say which rows each shard must hold
+    merge_outputs(parts, tmp_path / "m5.jsonl")
+    assert list(iter_jsonl(tmp_path / "m5.jsonl")) == single
+    recs = tmp_path / "p1.jsonl.records.jsonl"
+    lines = recs.read_text().splitlines(keepends=True)
+    recs.write_text("".join(lines[1:]))  # a row lost after the shard finished
+    with pytest.raises(InputError, match="does not match"):
+        merge_outputs(parts, tmp_path / "m6.jsonl")
+    assert not (tmp_path / "m6.jsonl").exists()
+    # the merged output is sdft's: --overwrite replaces it, a user's file at -o is never replaced
+    with pytest.raises(InputError, match="exists"):
+        merge_outputs(parts[:1] + parts[1:], tmp_path / "m5.jsonl")
+    (tmp_path / "mine.jsonl").write_text("x\n")
+    recs.write_text("".join(lines))
+    with pytest.raises(InputError, match="not written by sdft"):
+        merge_outputs(parts, tmp_path / "mine.jsonl", overwrite=True)
+    assert (tmp_path / "mine.jsonl").read_text() == "x\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sdft.rewrite import RewriteConfig, run_rewrite
-from sdft.store import iter_jsonl
+from sdft.store import iter_records
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def test_real_rewrite_keeps_verified_rewrites(smollm2_vllm, tmp_path):
     out = tmp_path / "o.jsonl"
     res = run_rewrite(RewriteConfig(input="example:arith", output=str(out), limit=8, max_new_tokens=160,
                                     gap_rows=8), engine=smollm2_vllm)
-    rows = list(iter_jsonl(out))
+    rows = list(iter_records(out))
     assert len(rows) == 8
     rewritten = [r for r in rows if r["status"] == "rewritten"]
     assert rewritten, res.manifest["reasons"]  # the 135M model gets most of these simple ones right

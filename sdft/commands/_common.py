@@ -68,6 +68,18 @@ def _replay_summary(manifest: dict[str, Any]) -> None:
                   f"wall {manifest.get('wall_seconds_this_run')} s")
 
 
+def print_files(output: str, manifest: dict[str, Any]) -> None:
+    """Where the training rows, the records and the rejected rows are."""
+    files = manifest.get("files")
+    if not files:  # an output of an older sdft: rows and bookkeeping in one file
+        return
+    fmt = manifest.get("format")
+    rows = manifest.get("rows", {})
+    kept = rows.get("kept", rows.get("rewritten", 0) + rows.get("fallback", 0))
+    out.print(f"training rows ({kept}, --format {fmt}): {output}; records: {files['records']['name']}; "
+              f"rejected ({rows.get('total', 0) - kept}): {files['rejected']['name']}", markup=False, highlight=False)
+
+
 def print_gap(gap: dict[str, Any] | None) -> None:
     """The distribution-gap report: seed-model NLL of originals vs kept rewrites vs own answers."""
     if not gap or not gap.get("rows"):

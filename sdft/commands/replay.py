@@ -20,7 +20,11 @@ Rerun the same command after a crash to resume; a larger --num continues a finis
 
 
 @click.command("replay", epilog=EPILOG)
-@click.option("-o", "--output", required=True, help="Output JSONL (a .manifest.json is written beside it).")
+@click.option("-o", "--output", required=True, help="Training output (--format); OUT.records.jsonl, "
+                                                    "OUT.rejected.jsonl and OUT.manifest.json are written beside it.")
+@click.option("--format", "output_format",
+              type=click.Choice(["messages", "alpaca", "sharegpt", "prompt-completion", "hf"]), default="messages",
+              show_default=True, help="Training rows of -o (kept rows only). See docs/FORMATS.md.")
 @click.option("--model", default="smollm2-135m-instruct", show_default=True,
               help="Seed model: alias, HF folder, .gguf file or Hub id.")
 @click.option("--num", type=int, default=1000, show_default=True, help="Replay rows to keep.")

@@ -22,7 +22,8 @@ Rerun the same command after a crash to resume; --overwrite starts over.
 
 @click.command("rewrite", epilog=EPILOG)
 @click.argument("input", metavar="INPUT")
-@click.option("-o", "--output", required=True, help="Output JSONL (a .manifest.json is written beside it).")
+@click.option("-o", "--output", required=True, help="Training output (--format); OUT.records.jsonl, "
+                                                    "OUT.rejected.jsonl and OUT.manifest.json are written beside it.")
 @click.option("--model", default="smollm2-135m-instruct", show_default=True,
               help="Seed model: alias, HF folder, .gguf file or Hub id.")
 @click.option("--backend", type=click.Choice(["auto", "vllm", "hf", "openai"]), default="auto", show_default=True)
@@ -53,8 +54,11 @@ Rerun the same command after a crash to resume; --overwrite starts over.
 @click.option("--system-prompt", help="System instruction of the rewrite request.")
 @click.option("--paper", "paper_style", is_flag=True, help="The paper's Alpaca-format rewrite prompt.")
 @click.option("--batch-size", type=int, default=512, show_default=True, help="Rows per engine call and shard.")
-@click.option("--format", "output_format", type=click.Choice(["jsonl", "hf"]), default="jsonl",
-              show_default=True, help="hf also writes a datasets.save_to_disk folder.")
+@click.option("--format", "output_format",
+              type=click.Choice(["messages", "alpaca", "sharegpt", "prompt-completion", "hf"]), default="messages",
+              show_default=True, help="Training rows of -o (kept rows only; the rest go to OUT.rejected.jsonl): "
+                                      "chat messages, alpaca, sharegpt, TRL prompt-completion, or hf (a "
+                                      "datasets.save_to_disk folder at -o). See docs/FORMATS.md.")
 @click.option("--gap-rows", type=int, default=64, show_default=True,
               help="Rows scored for the distribution-gap report (0 skips it).")
 @click.option("--kv-cache-gib", type=float, default=2.0, show_default=True, help="vLLM KV cache (GiB).")
