@@ -23,8 +23,9 @@ Model output is hostile, so parsing is linear-time and capped: only the first
 :data:`MAX_TEXT_CHARS` characters are parsed, at most :data:`MAX_CALLS` calls are collected
 (one more is kept, so that a flood of calls still reads as "extra-call"), values nested deeper
 than :data:`MAX_DEPTH` or integers wider than :data:`MAX_INT_BITS` bits make a call
-unparsable, a single call may span at most :data:`MAX_CALL_CHARS` characters, and the search
-for embedded calls examines at most :data:`MAX_SCAN_WORK` characters in all.
+unparsable, a single embedded call may span at most :data:`MAX_CALL_CHARS` characters, and
+the search for embedded calls (bracket matching, remembered across call starts, plus parsing)
+examines at most :data:`MAX_SCAN_WORK` characters in all.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ MAX_DEPTH = 32
 MAX_INT_BITS = 1024
 #: The longest single embedded call, in characters.
 MAX_CALL_CHARS = 20_000
-#: Characters examined in all while looking for embedded calls in running text.
-MAX_SCAN_WORK = 400_000
+#: Characters examined in all (matching brackets, parsing) while looking for embedded calls.
+MAX_SCAN_WORK = 1_000_000
 
 _FENCE_RE = re.compile(r"```[^\n`]*\n(.*?)(?:```|\Z)", re.DOTALL)
 # A call in running text: a (dotted) identifier directly followed by "(". Requiring no space
@@ -291,19 +292,20 @@ def _parse_python(text: str) -> list[ToolCall] | None:
     return calls
 
 
-def _closing_paren(text: str, open_pos: int) -> tuple[int | None, int]:
-    """Find the ")" matching the "(" at ``open_pos``, skipping string literals.
+def _closing_paren(text: str, open_pos: int, memo: dict[int, int | None]) -> int:
+    """Find the ")" matching the "(" at ``open_pos``, skipping string literals; fill ``memo``.
 
-    Looks at most :data:`MAX_CALL_CHARS` characters ahead, jumping from bracket to quote
-    with a regular expression rather than walking every character.
+    The scan jumps from bracket to quote with a regular expression. Every bracket it sees
+    outside a string gets its match recorded in ``memo`` (None: never closed): a later call
+    start at one of them is in the same tokenizer state, so its answer is the same, and text
+    full of unclosed calls costs one scan instead of one per call.
 
     Returns:
-        The index just past the ")" (or None when it is not found within reach), and the
-        number of characters examined.
+        The number of characters examined.
     """
-    limit = min(len(text), open_pos + MAX_CALL_CHARS)
-    depth, quote = 0, ""
-    for match in _PY_TOKEN_RE.finditer(text, open_pos, limit):
+    stack: list[int] = []
+    quote = ""
+    for match in _PY_TOKEN_RE.finditer(text, open_pos):
         token = match.group()
         if len(token) == 2:  # an escape: only meaningful inside a string
             continue
@@ -313,32 +315,38 @@ def _closing_paren(text: str, open_pos: int) -> tuple[int | None, int]:
         elif token in "'\"":
             quote = token
         elif token in "([{":
-            depth += 1
-        else:
-            depth -= 1
-            if depth == 0:
-                return match.end(), match.end() - open_pos
-    return None, limit - open_pos
+            stack.append(match.start())
+        elif stack:
+            memo[stack.pop()] = match.end()
+            if not stack:
+                return match.end() - open_pos
+    for pos in stack:
+        memo[pos] = None
+    return len(text) - open_pos
 
 
 def _scan_python(text: str) -> list[ToolCall]:
     """Collect literal-argument calls embedded anywhere in ``text`` (within the scan caps)."""
     calls: list[ToolCall] = []
+    memo: dict[int, int | None] = {}
     pos, work = 0, 0
     while work < MAX_SCAN_WORK and len(calls) <= MAX_CALLS:
         match = _CALL_START_RE.search(text, pos)
         if not match:
             break
-        end, examined = _closing_paren(text, match.end() - 1)
-        work += examined
+        open_pos = match.end() - 1
+        if open_pos not in memo:
+            work += _closing_paren(text, open_pos, memo)
+        end = memo.get(open_pos)
         call = None
-        if end is not None:
+        if end is not None and end - match.start() <= MAX_CALL_CHARS:
+            work += end - match.start()
             try:
                 node = ast.parse(text[match.start() : end], mode="eval").body
             except (SyntaxError, ValueError, RecursionError, MemoryError):
                 node = None
             call = _call_from_node(node) if node is not None else None
-        if call is not None:
+        if call is not None and end is not None:
             calls.append(call)
             pos = end
         else:  # e.g. print(get_weather(...)): look for a call inside
