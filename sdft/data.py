@@ -17,7 +17,7 @@ a missing, null or mistyped field, a turn after the last assistant turn, a path 
 a file nor a reachable Hub dataset) is an :class:`~sdft.errors.InputError` with one line naming
 the file, the line or row, the field, what was expected and what to do. A UTF-8 BOM is fine.
 Fields other than the text are kept as they are, except what later steps could not store:
-integers beyond 64 bits become strings, dates and decimals their text.
+integers beyond 64 bits become floats (text beyond float range), dates and decimals their text.
 """
 
 from __future__ import annotations
@@ -273,7 +273,8 @@ def _decoded_lines(path: Path, fh: Any, counter: list[int]) -> Iterator[str]:
 def _iter_csv(path: Path) -> Iterator[tuple[int, dict, str]]:
     with _open_binary(path) as fh:
         counter = [0]
-        reader = csv.reader(_decoded_lines(path, fh, counter))
+        # strict: an unclosed quote is an error, not a field that swallows the rest of the file
+        reader = csv.reader(_decoded_lines(path, fh, counter), strict=True)
         header: list[str] | None = None
         n, start = 0, 1
         while True:
@@ -546,14 +547,20 @@ def _type_name(v: Any) -> str:
 def _portable(value: Any, where: str, name: str) -> Any:
     """``value`` with what JSON/Arrow cannot store made storable (a non-text field of a row).
 
-    Integers beyond 64 bits become their text (Arrow cannot hold them), dates, times and
-    decimals their text, binary data its UTF-8 text; NaN and infinities stay floats (JSON and
-    Arrow both hold them). Anything else that is not JSON (an image, a set) is an error.
+    Integers beyond 64 bits become floats (Arrow cannot hold them; as most JSON readers do),
+    or their text beyond float range; dates, times and decimals become their text, binary data
+    its UTF-8 text; NaN and infinities stay floats (JSON and Arrow both hold them). Anything
+    else that is not JSON (an image, a set) is an error.
     """
     if value is None or isinstance(value, (str, bool, float)):
         return value
     if isinstance(value, int):
-        return value if _INT64[0] <= value <= _INT64[1] else str(value)
+        if _INT64[0] <= value <= _INT64[1]:
+            return value
+        try:  # beside other numbers (a column, a list) a float keeps Arrow's column type
+            return float(value)
+        except OverflowError:
+            return str(value)
     if isinstance(value, dict):
         return {str(k): _portable(v, where, f"{name}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
