@@ -49,7 +49,7 @@ MAX_EXPONENT = 1_000
 #: Answers longer than this are never given to the symbolic comparison.
 MAX_SYMBOLIC_CHARS = 120
 #: Seconds a direct symbolic comparison may take (under :func:`sdft.verify.verify`, the budget rules).
-SYMBOLIC_TIMEOUT_S = 2.0
+SYMBOLIC_TIMEOUT_S = 1.0
 
 # Digits with optional thousands separators and decimals, or a leading-dot decimal.
 _DIGITS = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|\.\d+"

@@ -209,17 +209,21 @@ class _Worker:
             raise _NotPortable(value)
         raise CheckFailed(value)
 
+    def ready(self, prepare: Callable[[], Any] | None) -> None:
+        """Start the worker if it is not running, and run ``prepare`` in it once (call with the lock)."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.stop()
+            self._start()
+        if prepare is not None:
+            key = f"{prepare.__module__}.{getattr(prepare, '__qualname__', prepare)}"
+            if key not in self.prepared:
+                self._roundtrip(prepare, (), PREPARE_TIMEOUT_S)
+                self.prepared.add(key)
+
     def call(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout_s: float,
              prepare: Callable[[], Any] | None) -> Any:
         with self.lock:
-            if self.proc is None or self.proc.poll() is not None:
-                self.stop()
-                self._start()
-            if prepare is not None:
-                key = f"{prepare.__module__}.{getattr(prepare, '__qualname__', prepare)}"
-                if key not in self.prepared:
-                    self._roundtrip(prepare, (), PREPARE_TIMEOUT_S)
-                    self.prepared.add(key)
+            self.ready(prepare)
             return self._roundtrip(fn, args, timeout_s)
 
 
@@ -276,6 +280,28 @@ def run_bounded(fn: Callable[..., Any], args: tuple[Any, ...] = (), *, timeout_s
     if elapsed > timeout_s:
         raise CheckTimeout(f"the check took {elapsed:.1f} s, over its {timeout_s:g} s limit")
     return result
+
+
+def warm_up(prepare: Callable[[], Any] | None = None) -> bool:
+    """Start the worker now (and run ``prepare`` in it), so that no later call waits for it.
+
+    Args:
+        prepare: an optional module-level warm-up function, as for :func:`run_bounded`.
+
+    Returns:
+        True when a worker process is running, False when checks run in-process.
+    """
+    worker = None if _IN_WORKER or not worker_enabled() else _get_worker()
+    if worker is None:
+        return False
+    try:
+        with worker.lock:
+            worker.ready(prepare)
+    except OSError as exc:
+        log.warning("sdft: no verifier worker process (%s); checks run in-process", exc)
+        worker.broken = True
+        return False
+    return True
 
 
 def shutdown() -> None:

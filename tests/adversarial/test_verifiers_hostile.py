@@ -29,6 +29,7 @@ from sdft.verify.base import PASS, Verdict
 from sdft.verify.math import answers_equal, extract_answer, is_correct, parse_number
 from sdft.verify.toolcall import MAX_CALLS, parse_calls
 from sdft.verify.toolcall import is_correct as call_is_correct
+from sdft.verify.watchdog import warm_up
 
 MB = 1_000_000
 LIMIT_S = 2.0  # every verifier answers a 1 MB adversarial answer within this
@@ -161,7 +162,8 @@ def test_verify_stops_a_runaway_check_and_recovers() -> None:
     verdict, seconds = timed(verify, "a" * 60 + "!", "stop", "aaa", {}, catastrophic, budget_s=1.0)
     assert verdict.reason == VERIFIER_ERROR and "did not finish" in verdict.detail
     assert seconds < 1.0 + LIMIT_S  # the budget, plus stopping the worker
-    # the worker was replaced: the next candidate is checked normally
+    # the worker is replaced: the next candidate is checked normally
+    assert warm_up()
     assert verify("#### 72", "stop", GSM_REF, {}, get_verifier("math")).ok
 
 
@@ -208,7 +210,7 @@ def test_every_verifier_answers_1mb_within_limit(name: str, kind: str) -> None:
     verdict, seconds = timed(verifier.check, text, "#### 72", {"tests": ""})
     assert isinstance(verdict, Verdict) and seconds < LIMIT_S, (seconds, verdict)
     assert len(verdict.detail) < 600  # details land in every output row
-    verify("#### 72", "stop", "#### 72", {}, verifier)  # a worker stopped by an earlier test restarts here
+    warm_up(getattr(verifier, "prepare", None))  # a worker stopped by an earlier test restarts here
     verdict, seconds = timed(verify, text, "stop", "#### 72", {}, verifier)
     assert isinstance(verdict, Verdict) and seconds < LIMIT_S, (seconds, verdict)
 
