@@ -42,8 +42,8 @@ class Verifier(Protocol):
       text verifiers are pure; the code verifier is not (it runs its own sandbox).
     * ``prepare`` (a module-level function or None): a one-time warm-up (an import) run
       before the first check in a process, outside the time budget.
-    * ``timeout_s`` / ``time_budget_s`` (float): a verifier that enforces its own wall-clock
-      limit gets that much more time budget.
+    * ``timeout_s`` / ``time_budget_s`` (float): the verifier enforces its own wall-clock
+      limit; :func:`sdft.verify.verify` then does not relabel a slow check as an overrun.
     """
 
     name: str

@@ -144,6 +144,17 @@ class _Slow:
         return PASS
 
 
+class _SelfLimited:
+    """Like the code sandbox: enforces its own limit and says "timeout" itself."""
+
+    name = "self-limited"
+    timeout_s = 0.1
+
+    def check(self, candidate: str, reference: str, row: dict[str, Any]) -> Verdict:
+        time.sleep(0.3)
+        return Verdict(False, "timeout", "the tests ran out of time")
+
+
 def test_verify_turns_exceptions_into_verifier_error() -> None:
     verdict = verify("an answer", "stop", "ref", {}, _Raises())
     assert (verdict.ok, verdict.reason) == (False, VERIFIER_ERROR) and "ValueError: boom" in verdict.detail
@@ -155,6 +166,8 @@ def test_verify_reports_an_in_process_overrun() -> None:
     verdict = verify("an answer", "stop", "ref", {}, _Slow(), budget_s=0.05)
     assert verdict.reason == VERIFIER_ERROR and "budget" in verdict.detail
     assert verify("an answer", "stop", "ref", {}, _Slow(), budget_s=5).ok
+    # a verifier that limits itself keeps its own verdict, however slow the machine
+    assert verify("an answer", "stop", "ref", {}, _SelfLimited(), budget_s=0.05).reason == "timeout"
 
 
 def test_verify_stops_a_runaway_check_and_recovers() -> None:
