@@ -139,6 +139,7 @@ class _Worker:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from sdft.verify.watchdog import serve; serve()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, close_fds=True,
+            cwd=root,  # "python -c" puts the working folder first on sys.path: import this very sdft
         )
         self.prepared = set()
         try:
