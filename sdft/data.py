@@ -226,8 +226,13 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict, str]]:
                     f"{path}: {where}: expected a JSON object ({{...}}), got {_json_kind(obj)}: "
                     f"write one object per line"
                 )
-            yield n, obj, f"{where}, row {n + 1}"
+            yield n, obj, _row_at(n, lineno)
             n += 1
+
+
+def _row_at(n: int, line: int) -> str:
+    """"row 3", or "row 3 (line 5)" when the row does not sit on the line of the same number."""
+    return f"row {n + 1}" if line == n + 1 else f"row {n + 1} (line {line})"
 
 
 def _json_kind(obj: Any) -> str:
@@ -285,7 +290,8 @@ def _iter_csv(path: Path) -> Iterator[tuple[int, dict, str]]:
             except csv.Error as e:
                 raise InputError(f"{path}: line {counter[0]}: malformed CSV ({_one_line(e)}); fix the quoting "
                                  f"of that line, or use JSON Lines") from None
-            where, start = f"line {start}", counter[0] + 1
+            first_line, start = start, counter[0] + 1  # this record's first line; the next one's
+            where = f"line {first_line}"
             if not record:
                 continue  # a blank line
             if header is None:
@@ -294,7 +300,7 @@ def _iter_csv(path: Path) -> Iterator[tuple[int, dict, str]]:
             if len(record) != len(header):
                 raise InputError(f"{path}: {where}: {len(record)} fields, but the header has {len(header)}; "
                                  f"expected one value per column: quote values that contain commas")
-            yield n, dict(zip(header, record)), f"{where}, row {n + 1}"
+            yield n, dict(zip(header, record)), _row_at(n, first_line)
             n += 1
         if header is None:
             raise InputError(f"{path}: empty CSV file (no header row); expected a header line with column names")
@@ -449,7 +455,7 @@ def resolve_data_path(path: str) -> str:
 def iter_located(spec: DataSpec) -> Iterator[tuple[int, dict, str]]:
     """Yield ``(row_number, row_dict, location)`` from any supported source.
 
-    ``location`` names the row for error messages ("line 7, row 6", "row 3").
+    ``location`` names the row for error messages ("row 3", "row 6 (line 7)").
     """
     p = Path(resolve_data_path(spec.path)).expanduser()
     if p.is_file():

@@ -52,7 +52,7 @@ CASES: dict[str, tuple[str, bytes, list[str]]] = {
     "not-an-object": ("d.jsonl", ROW + b"[1, 2]\n", ["line 2", "expected a JSON object", "a list"]),
     "trailing-user-turn": ("d.jsonl", _jsonl({"messages": [
         {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]}),
-        ["line 1", "messages[2]", "user turn after the last assistant turn"]),
+        ["row 1", "messages[2]", "user turn after the last assistant turn"]),
     "null-field": ("d.jsonl", _jsonl({"question": "q", "answer": None}), ["row 1", "field 'answer' is null"]),
     "wrong-type": ("d.jsonl", _jsonl({"question": "q", "answer": {"text": "4"}}),
                    ["row 1", "field 'answer' is an object", "expected text"]),
@@ -143,8 +143,15 @@ def test_huge_numbers_in_other_fields_survive_downstream(tmp_path: Path) -> None
 def test_present_but_wrong_fields_are_named_as_such(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
     path.write_bytes(_jsonl({"question": "q", "answer": "a"}, {"question": "q2"}))
-    with pytest.raises(InputError, match=r"line 2, row 2: missing field 'answer' \(row has: question\)"):
+    with pytest.raises(InputError, match=r"d.jsonl: row 2: missing field 'answer' \(row has: question\)"):
         load_examples(DataSpec(str(path)))
+    path.write_bytes(ROW + b"\n\n" + _jsonl({"question": "q2", "answer": None}))  # blank lines: row 2 is line 4
+    with pytest.raises(InputError, match=r"d.jsonl: row 2 \(line 4\): field 'answer' is null"):
+        load_examples(DataSpec(str(path)))
+    csv_path = tmp_path / "d.csv"
+    csv_path.write_bytes(b"question,answer\nq,\n")
+    with pytest.raises(InputError, match=r"d.csv: row 1 \(line 2\): field 'answer' has an empty answer"):
+        load_examples(DataSpec(str(csv_path)))
     path.write_bytes(_jsonl({"question": "q", "answer": True}))
     with pytest.raises(InputError, match="field 'answer' is a boolean"):
         load_examples(DataSpec(str(path)))
