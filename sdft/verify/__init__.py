@@ -18,8 +18,8 @@ exact          "wrong-answer"
 regex          "no-match", "wrong-answer", "bad-reference"
 choice         "wrong-answer", "no-answer", "bad-reference"
 none           (always "ok")
-any            "verifier-error": the check raised, overran its time budget, or its input
-               hit a cap it cannot decide past (see :func:`verify`)
+any            "verifier-error": the check raised or overran its time budget (see
+               :func:`verify`); also a user's regex that backtracks past its limit
 =============  =====================================================================
 
 Every check is bounded: the parsers are linear-time with hard caps on what they look at, and

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-#: Reason of a check that raised, overran its time budget, or hit a cap it cannot decide past.
+#: Reason of a check that raised or overran its time limit (counted in manifests like any other).
 VERIFIER_ERROR = "verifier-error"
 
 #: Longest excerpt of an answer quoted in a verdict's detail (details end up in every row).
