@@ -219,6 +219,7 @@ def dry_run(cfg: RewriteConfig, n: int = 3) -> list[dict[str, Any]]:
     """
     prompt = cfg.prompt()
     spec = DataSpec(**{**asdict(cfg.data_spec()), "limit": n})
+    examples = list(iter_examples(spec))  # bad input fails here, before transformers is imported
     rows = []
     tokenizer = None
     try:
@@ -229,7 +230,7 @@ def dry_run(cfg: RewriteConfig, n: int = 3) -> list[dict[str, Any]]:
         tokenizer = None
     from sdft.prompts import render_chat
 
-    for ex in iter_examples(spec):
+    for ex in examples:
         msgs = prompt.build(ex)
         rows.append({"id": ex.id, "messages": msgs,
                      "rendered": render_chat(tokenizer, msgs) if tokenizer is not None else None})

@@ -58,11 +58,28 @@ def test_meta_talk_false_positives_are_avoided(text: str) -> None:
     assert guard(text, "stop", "ref").ok
 
 
-def test_meta_talk_patterns_compile() -> None:
+# One phrase each pattern exists to catch (same order as META_TALK_PATTERNS).
+META_TALK_EXAMPLES = (
+    "Compared with the reference answer, this is shorter.",
+    "As the reference says, add the two numbers.",
+    "The original answer forgot the units.",
+    "The rewritten version follows.",
+    "Here's a paraphrased solution.",
+    "I've reworded it below.",
+    "Put in my own words: 7.",
+    "Here is your answer: 7.",
+    "As requested, the total is 7.",
+)
+
+
+def test_every_meta_talk_pattern_catches_its_phrase() -> None:
     import re
 
-    for pattern in META_TALK_PATTERNS:
-        re.compile(pattern)
+    assert len(META_TALK_EXAMPLES) == len(META_TALK_PATTERNS)
+    for pattern, example in zip(META_TALK_PATTERNS, META_TALK_EXAMPLES):
+        assert re.search(pattern, example, re.IGNORECASE), (pattern, example)
+        assert find_meta_talk(example) is not None
+        assert guard(example, "stop", REF).reason == "meta-talk"
 
 
 class _Recorder:
