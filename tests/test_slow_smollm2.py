@@ -58,3 +58,27 @@ def test_real_rewrite_keeps_verified_rewrites(smollm2_vllm, tmp_path):
         assert final in r["response"]
     gap = res.manifest["gap"]
     assert gap["own_answer_nll"] < gap["original_nll"]  # the model's own words are likelier than ours
+
+
+def test_calculator_fills_in_exact_results(smollm2_vllm):
+    """Calculator-assisted decoding: every arithmetic statement the model writes comes out right."""
+    from sdft.calc import generate_with_calculator
+    from sdft.engines import SamplingConfig
+    from sdft.verify.arithmetic import calculate_tail, check_steps, find_steps
+
+    prompts = [[{"role": "user", "content": q}] for q in (
+        "A shop sells 347 pens a day for 29 days. How many pens is that? Show the multiplication.",
+        "Tom has 1,250 dollars and spends 487 dollars. How much is left? Write the subtraction.",
+        "What is 84 divided by 7, plus 19? Write each step as an equation.",
+    )]
+    sampling = SamplingConfig(max_new_tokens=160, seed=0)
+    free = smollm2_vllm.generate(prompts, sampling)
+    calc = generate_with_calculator(smollm2_vllm, prompts, sampling, calculate_tail)
+    steps = [s for g in calc for c in g.completions for s in find_steps(c.text)]
+    assert steps, [g.completions[0].text for g in calc]  # the model writes equations for these
+    for g in calc:
+        c = g.completions[0]
+        assert check_steps(c.text).ok, c.text
+        assert c.num_tokens <= 160
+    # without the calculator the same model gets at least one of these products wrong
+    assert not all(check_steps(g.completions[0].text).ok for g in free), [g.completions[0].text for g in free]

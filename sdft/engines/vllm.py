@@ -21,7 +21,9 @@ from sdft.engines.base import (
     ProgressFn,
     Prompt,
     SamplingConfig,
+    Samplings,
     Score,
+    per_prompt,
 )
 from sdft.prompts import encode_pair, encode_prompt, render_chat
 
@@ -141,13 +143,18 @@ class VLLMEngine:
         )
 
     def generate(
-        self, prompts: Sequence[Prompt], sampling: SamplingConfig, progress: ProgressFn | None = None
+        self, prompts: Sequence[Prompt], sampling: Samplings, progress: ProgressFn | None = None
     ) -> list[Generation]:
         from vllm.inputs import TokensPrompt
 
         inputs = [TokensPrompt(prompt_token_ids=encode_prompt(self.tokenizer, p)) for p in prompts]
         use_tqdm: Any = functools.partial(_ProgressBar, progress=progress) if progress else False
-        outs = self.llm.generate(inputs, self._params(sampling), use_tqdm=use_tqdm)
+        if isinstance(sampling, SamplingConfig):
+            params: Any = self._params(sampling)
+        else:  # one SamplingParams per prompt, still one batched call
+            cache: dict[SamplingConfig, Any] = {}
+            params = [cache.setdefault(sc, self._params(sc)) for sc in per_prompt(sampling, len(inputs))]
+        outs = self.llm.generate(inputs, params, use_tqdm=use_tqdm)
         results = []
         for out in outs:
             comps = [
@@ -156,6 +163,7 @@ class VLLMEngine:
                     finish_reason="length" if o.finish_reason == "length" else "stop",
                     num_tokens=len(o.token_ids),
                     token_ids=list(o.token_ids),
+                    stop_reason=o.stop_reason if isinstance(o.stop_reason, str) else None,
                 )
                 for o in sorted(out.outputs, key=lambda o: o.index)
             ]
