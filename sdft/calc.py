@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from sdft.engines.base import Completion, Engine, Generation, ProgressFn, Prompt, SamplingConfig
+from sdft.engines.base import Completion, Engine, Generation, ProgressFn, Prompt, SamplingConfig, Samplings, per_prompt
 
 Calculator = Callable[[str], "str | None"]  # text ending in "=" -> the result to write, or None
 
@@ -35,7 +35,7 @@ class _Seq:
     done: bool = False
 
 
-def generate_with_calculator(engine: Engine, prompts: Sequence[Prompt], sampling: SamplingConfig,
+def generate_with_calculator(engine: Engine, prompts: Sequence[Prompt], sampling: Samplings,
                              calculate: Calculator, *, progress: ProgressFn | None = None,
                              max_rounds: int = MAX_ROUNDS) -> list[Generation]:
     """Generate like ``engine.generate`` but fill in the result after every arithmetic ``=``.
@@ -43,25 +43,25 @@ def generate_with_calculator(engine: Engine, prompts: Sequence[Prompt], sampling
     Args:
         engine: any engine that reports ``stop_reason`` for stop strings.
         prompts: chat prompts (or raw strings).
-        sampling: decoding settings; ``max_new_tokens`` bounds the whole answer, calculator
-            insertions not counted.
+        sampling: decoding settings (one, or one per prompt); ``max_new_tokens`` bounds the whole
+            answer, calculator insertions not counted.
         calculate: returns the text to insert after a trailing ``=`` (e.g.
             :func:`sdft.verify.arithmetic.calculate_tail`), or None to let the model continue.
         progress: called with the number of prompts whose answers are all finished.
         max_rounds: continuation rounds at most; the last one runs without the ``=`` stop.
 
     Returns:
-        One :class:`Generation` per prompt with ``sampling.n`` completions, in order. A
-        completion's ``token_ids`` are empty (the text is no longer one decoded sequence).
+        One :class:`Generation` per prompt with its ``n`` completions, in order. A completion's
+        ``token_ids`` are empty (the text is no longer one decoded sequence).
     """
     raw = [engine.render(p) for p in prompts]
-    stop_eq = (*sampling.stop, "=")
-    first = engine.generate(raw, replace(sampling, stop=stop_eq))
+    configs = per_prompt(sampling, len(raw))
+    first = engine.generate(raw, [replace(sc, stop=(*sc.stop, "=")) for sc in configs])
     seqs = [_Seq(i, c.text, c.num_tokens, c.finish_reason, c.stop_reason)
             for i, g in enumerate(first) for c in g.completions]
     reported = 0
     for rnd in range(max_rounds):
-        active = [s for s in seqs if not s.done and _continue(s, calculate, sampling.max_new_tokens)]
+        active = [s for s in seqs if not s.done and _continue(s, calculate, configs[s.prompt].max_new_tokens)]
         for s in seqs:
             if s not in active:
                 s.done = True
@@ -73,11 +73,8 @@ def generate_with_calculator(engine: Engine, prompts: Sequence[Prompt], sampling
         if not active:
             break
         last = rnd == max_rounds - 1
-        configs = [SamplingConfig(temperature=sampling.temperature, top_p=sampling.top_p, n=1,
-                                  max_new_tokens=sampling.max_new_tokens - s.tokens,
-                                  seed=sampling.seed + 7919 * (rnd + 1) + k,
-                                  stop=sampling.stop if last else stop_eq) for k, s in enumerate(active)]
-        outs = engine.generate([raw[s.prompt] + s.text for s in active], configs)
+        step = [_next_config(configs[s.prompt], s, rnd, k, last) for k, s in enumerate(active)]
+        outs = engine.generate([raw[s.prompt] + s.text for s in active], step)
         for s, g in zip(active, outs, strict=True):
             c = g.completions[0]
             s.text += c.text
@@ -88,6 +85,12 @@ def generate_with_calculator(engine: Engine, prompts: Sequence[Prompt], sampling
         results[s.prompt].append(Completion(text=s.text, finish_reason=s.finish, num_tokens=s.tokens,
                                             stop_reason=None))
     return [Generation(completions=c) for c in results]
+
+
+def _next_config(sc: SamplingConfig, s: _Seq, rnd: int, k: int, last: bool) -> SamplingConfig:
+    """One continuation of one sequence: its remaining budget, its own seed, "=" stops but in the last round."""
+    return SamplingConfig(temperature=sc.temperature, top_p=sc.top_p, n=1, max_new_tokens=sc.max_new_tokens - s.tokens,
+                          seed=sc.seed + 7919 * (rnd + 1) + k, stop=sc.stop if last else (*sc.stop, "="))
 
 
 def _continue(s: _Seq, calculate: Calculator, budget: int) -> bool:

@@ -24,8 +24,10 @@ from sdft.engines import Engine, EngineOptions, SamplingConfig, load_engine, pic
 from sdft.errors import ConfigError
 from sdft.models import DEFAULT_MODEL, resolve_model
 from sdft.prompts import DEFAULT_SYSTEM, RewritePrompt
-from sdft.select import ON_FAIL_MODES, SELECT_MODES, Candidate, decide
+from sdft.select import ON_FAIL_MODES, SELECT_MODES, Candidate, decide, shape_check
+from sdft.sources import GENERATING, SOURCES, check_sources
 from sdft.store import StageRunner, check_output, model_files, settings_hash
+from sdft.verify.base import PASS
 
 ProgressCb = Callable[..., None]  # on_progress(done, total, **stats)
 
@@ -52,8 +54,23 @@ class RewriteConfig:
     verifier: str = field(default="auto", metadata={"help": "math | tool-call | code | exact | regex | choice | "
                                                             "none | auto (math for GSM8K-style data, else none)"})
     verifier_options: dict = field(default_factory=dict, metadata={"help": "options for the verifier"})
-    samples: int = field(default=1, metadata={"help": "rewrites drawn per row (best-of-k)"})
-    select: str = field(default="first", metadata={"help": "first | min-nll (closest to the seed model)"})
+    sources: list[str] = field(default_factory=lambda: list(SOURCES), metadata={
+        "help": "answer sources pooled per row, in order of preference for ties: own (the seed's unaided answer), "
+                "hint (its solution given only the final answer), reference (the SDFT rewrite), original"})
+    samples: int = field(default=4, metadata={"help": "candidates drawn per row and source (best-of-k)"})
+    source_samples: dict = field(default_factory=dict, metadata={
+        "help": "per-source sample counts overriding samples, e.g. {own: 8, reference: 2}"})
+    select: str = field(default="min-nll", metadata={"help": "first | min-nll (the candidate closest to the seed)"})
+    accept_nll: float | None = field(default=None, metadata={
+        "help": "cost control: once a row has a passing candidate at or below this NLL per token, later "
+                "sources are skipped for it (none: every source runs for every row)"})
+    calculator: bool = field(default=True, metadata={
+        "help": "math: calculator-assisted decoding (the exact result is written after each arithmetic '=')"})
+    own_prefix: bool = field(default=True, metadata={
+        "help": "math: half of the hint/reference candidates continue the seed's own answer from its first step "
+                "the reference does not support, instead of starting over"})
+    max_length_ratio: float = field(default=2.0, metadata={
+        "help": "reject candidates longer than this multiple of the seed's own answer to the prompt (0: off)"})
     on_fail: str = field(default="keep-original", metadata={"help": "keep-original | drop"})
     temperature: float | None = field(default=None, metadata={"help": "0 = greedy (default for 1 sample; "
                                                                       "0.7 when samples > 1)"})
@@ -69,7 +86,9 @@ class RewriteConfig:
     kv_cache_gib: float = field(default=2.0, metadata={"help": "vLLM KV-cache size (GiB)"})
     max_model_len: int | None = field(default=None, metadata={"help": "context length (default: model's, <=4096)"})
     tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM tensor parallel GPUs"})
-    gap_rows: int = field(default=64, metadata={"help": "rows scored for the distribution-gap report (0 = skip)"})
+    gap_rows: int = field(default=64, metadata={
+        "help": "rows whose own unaided answer is generated for the gap report when neither the own source nor the "
+                "length bound needs it for every row (0: none)"})
     save_candidates: bool = field(default=True, metadata={"help": "keep every sampled candidate in the records"})
     output_format: str = field(default="messages", metadata={"help": "training rows: messages | alpaca | sharegpt | "
                                                                      "prompt-completion | hf (a datasets folder)"})
@@ -82,6 +101,16 @@ class RewriteConfig:
             problems.append("backend openai needs base_url (e.g. http://127.0.0.1:8000/v1)")
         if self.samples < 1:
             problems.append(f"samples must be >= 1, got {self.samples}")
+        problems.extend(check_sources(self.sources, self.verifier))
+        for name, k in self.source_samples.items():
+            if name not in GENERATING:
+                problems.append(f"source_samples.{name}: not a generating source ({', '.join(GENERATING)})")
+            elif not isinstance(k, int) or isinstance(k, bool) or k < 1:
+                problems.append(f"source_samples.{name}: must be an integer >= 1, got {k!r}")
+        if self.max_length_ratio < 0:
+            problems.append(f"max_length_ratio must be >= 0 (0 turns the check off), got {self.max_length_ratio}")
+        if self.accept_nll is not None and self.accept_nll <= 0:
+            problems.append(f"accept_nll must be > 0, got {self.accept_nll}")
         if self.select not in SELECT_MODES:
             problems.append(f"select must be one of {', '.join(SELECT_MODES)}, got '{self.select}'")
         if self.on_fail not in ON_FAIL_MODES:
@@ -182,7 +211,9 @@ def config_hash(cfg: RewriteConfig, model_id: str, backend: str, verifier: str,
         "split": cfg.split, "model": model_id, "model_files": model_files(model_path), "backend": backend,
         "verifier": verifier, "verifier_options": cfg.verifier_options, "sampling": asdict(cfg.sampling()),
         "select": cfg.select, "on_fail": cfg.on_fail, "system": p.system, "user_template": p.user_template,
-        "dtype": cfg.dtype, "save_candidates": cfg.save_candidates,
+        "dtype": cfg.dtype, "save_candidates": cfg.save_candidates, "sources": list(cfg.sources),
+        "source_samples": cfg.source_samples, "accept_nll": cfg.accept_nll, "calculator": cfg.calculator,
+        "max_length_ratio": cfg.max_length_ratio, "own_prefix": cfg.own_prefix,
     }
     key = json.loads(json.dumps(key, default=str))
     return settings_hash(key), key
@@ -248,46 +279,179 @@ class ChunkContext:
     verify: Callable[..., Any]
     config_hash: str
     runner: StageRunner  # for stage caches: ``ctx.runner.stage_cache(name)``
-    tally: dict[str, Any]  # tokens / seconds generated this run (throughput in the manifest)
+    tally: dict[str, Any]  # tokens / seconds generated this run, per source (manifest)
     engine_progress: Callable[[int], None] | None = None
+    sources: tuple[str, ...] = ()  # the usable sources, in order of preference
+    calculator: bool = False
+    own_ids: set[str] | None = None  # rows that get the seed's own greedy answer (None: every row)
 
 
 def _process_chunk(engine: Engine, chunk: list[Example], ctx: ChunkContext) -> list[dict[str, Any]]:
-    """Generate, verify and decide one chunk of rows: one sdft record per row (docs/FORMATS.md).
+    """Pool every source's candidates for one chunk of rows and decide each row (docs/FORMATS.md).
 
-    The one place that turns rows into records; the runner around it does the storing,
-    resuming and every-row-once checking. Intermediate results worth keeping across a crash
-    go to ``ctx.runner.stage_cache(name)``.
+    Stages, each batched over the chunk and cached in the runner's stage cache (a rerun after
+    kill -9 skips finished stages): the seed's own greedy answer (length bound and gap floor),
+    then each generating source in order for the rows not yet settled, then the original
+    answers' scores. The decision pools all passing candidates (:func:`sdft.select.decide`).
     """
     cfg = ctx.cfg
-    requests = [ctx.prompt.build(ex) for ex in chunk]
-    t = time.time()
-    gens = engine.generate(requests, ctx.sampling, progress=ctx.engine_progress)
-    ctx.tally["seconds"] += time.time() - t
-    jobs = [(ex, c) for ex, g in zip(chunk, gens, strict=True) for c in g.completions]
-    ctx.tally["tokens"] += sum(c.num_tokens for _, c in jobs)
-    verdicts = _verify_all(jobs, ctx.verifier, ctx.verify)
-    cand_lists: list[list[Candidate]] = []
-    k = 0
-    for g in gens:
-        cand_lists.append([Candidate(c.text, c.finish_reason, c.num_tokens, verdicts[k + j])
-                           for j, c in enumerate(g.completions)])
-        k += len(g.completions)
-    if cfg.select == "min-nll":
-        _score_passing(engine, chunk, cand_lists)
+    own = _own_greedy(engine, chunk, ctx)
+    pool: dict[str, list[Candidate]] = {ex.id: [] for ex in chunk}
+    for source in ctx.sources:
+        if source not in GENERATING:
+            continue
+        todo = [ex for ex in chunk if not _settled(pool[ex.id], cfg.accept_nll)]
+        for rid, cands in _source_stage(engine, source, todo, own, ctx).items():
+            pool[rid].extend(cands)
+    originals = _stage_scores(engine, chunk, ctx)
     rows = []
-    for ex, cands in zip(chunk, cand_lists, strict=True):
-        d = decide(cands, ex.answer, cfg.select, cfg.on_fail)
+    for ex in chunk:
+        cands = pool[ex.id]
+        d = decide(cands, ex.answer, cfg.select, cfg.on_fail, preference=ctx.sources)
+        kept = cands[d.chosen] if d.chosen is not None else None
+        o = originals[ex.id]
         row = {
             "id": ex.id, "index": ex.index, "messages": ex.messages, "response": d.response,
             "original": ex.answer, "status": d.status, "reason": d.reason, "detail": d.detail,
-            "attempts": len(cands), "passed": sum(c.verdict.ok for c in cands), "chosen": d.chosen,
-            "config_hash": ctx.config_hash, "extra": ex.extra,
+            "source": d.source, "attempts": len(cands), "passed": sum(c.verdict.ok for c in cands),
+            "chosen": d.chosen, "config_hash": ctx.config_hash, "extra": ex.extra,
+            "nll": {"original": o["mean_nll"], "own": (own.get(ex.id) or {}).get("mean_nll"),
+                    "kept": kept.mean_nll if kept else o["mean_nll"],
+                    "kept_tokens": kept.scored_tokens if kept else o["tokens"],
+                    "kept_total": kept.nll if kept else o["nll"]},
         }
         if cfg.save_candidates:
             row["candidates"] = [c.to_dict() for c in cands]
         rows.append(row)
     return rows
+
+
+def _settled(cands: list[Candidate], accept_nll: float | None) -> bool:
+    """A row needs no further source: a passing candidate at or below ``accept_nll``."""
+    if accept_nll is None:
+        return False
+    return any(c.verdict.ok and c.mean_nll is not None and c.mean_nll <= accept_nll for c in cands)
+
+
+def _generate_source(engine: Engine, ctx: ChunkContext, requests: list[Any], sampling: Any,
+              source: str) -> list[Any]:
+    """One batched generation for a source, with the calculator when enabled; counts tokens and time."""
+    t = time.time()
+    if ctx.calculator:
+        from sdft.calc import generate_with_calculator
+        from sdft.verify.arithmetic import calculate_tail
+
+        gens = generate_with_calculator(engine, requests, sampling, calculate_tail, progress=ctx.engine_progress)
+    else:
+        gens = engine.generate(requests, sampling, progress=ctx.engine_progress)
+    seconds = time.time() - t
+    tokens = sum(c.num_tokens for g in gens for c in g.completions)
+    ctx.tally["seconds"] += seconds
+    ctx.tally["tokens"] += tokens
+    src = ctx.tally["sources"].setdefault(source, {"generated_tokens": 0, "seconds": 0.0, "candidates": 0,
+                                                   "passed": 0})
+    src["generated_tokens"] += tokens
+    src["seconds"] = round(src["seconds"] + seconds, 3)
+    return gens
+
+
+def _own_greedy(engine: Engine, chunk: list[Example], ctx: ChunkContext) -> dict[str, dict[str, Any]]:
+    """The seed's own greedy answer per row (cached): text, tokens, finish reason and NLL."""
+    if ctx.own_ids is not None:
+        chunk = [ex for ex in chunk if ex.id in ctx.own_ids]
+    if not chunk:
+        return {}
+    stage = ctx.runner.stage_cache("own-greedy")
+    out = {ex.id: stage.get(ex.id) for ex in chunk}
+    todo = [ex for ex in chunk if out[ex.id] is None]
+    if todo:
+        sampling = SamplingConfig(temperature=0.0, max_new_tokens=ctx.cfg.max_new_tokens, n=1, seed=ctx.cfg.seed)
+        gens = _generate_source(engine, ctx, [ex.messages for ex in todo], sampling, "own")
+        comps = [g.completions[0] for g in gens]
+        scores = engine.score([ex.messages for ex in todo], [c.text for c in comps])
+        fresh = {ex.id: {"text": c.text, "finish_reason": c.finish_reason, "num_tokens": c.num_tokens,
+                         "mean_nll": s.mean_nll if s.num_tokens else None, "nll": s.nll, "scored_tokens": s.num_tokens}
+                 for ex, c, s in zip(todo, comps, scores, strict=True)}
+        stage.put_many(fresh)
+        out.update(fresh)
+    return out  # type: ignore[return-value]
+
+
+def _source_stage(engine: Engine, source: str, rows: list[Example], own: dict[str, dict[str, Any]],
+                  ctx: ChunkContext) -> dict[str, list[Candidate]]:
+    """Candidates of one source for ``rows``: generated (or cached), verified, shape-checked, scored."""
+    from sdft.sources import build_requests, check_hint_leak
+
+    stage = ctx.runner.stage_cache(f"source-{source}")
+    k = int(ctx.cfg.source_samples.get(source, ctx.sampling.n))
+    out: dict[str, list[Candidate]] = {}
+    todo: list[tuple[Example, Any]] = []  # (row, request)
+    for ex in rows:
+        cached = stage.get(ex.id)
+        if cached is not None:
+            out[ex.id] = [Candidate.from_dict(c) for c in cached["candidates"]]
+            continue
+        reqs = build_requests(source, ex, verifier=ctx.verifier, rewrite_prompt=ctx.prompt, k=k,
+                              own_answer=(own.get(ex.id) or {}).get("text"), render=engine.render,
+                              own_prefix=ctx.cfg.own_prefix)
+        if not reqs:  # e.g. no final answer to hint at: nothing from this source
+            out[ex.id] = []
+            stage.put_many({ex.id: {"candidates": []}})
+        todo.extend((ex, r) for r in reqs)
+    if not todo:
+        return out
+    base = ctx.sampling
+    configs = [SamplingConfig(temperature=base.temperature if r.n > 1 or k > 1 else 0.0, top_p=base.top_p,
+                              max_new_tokens=base.max_new_tokens, n=r.n, seed=base.seed) for _, r in todo]
+    gens = _generate_source(engine, ctx, [r.prompt for _, r in todo], configs, source)
+    fresh: dict[str, list[Candidate]] = {}
+    for (ex, r), g in zip(todo, gens, strict=True):
+        cands = fresh.setdefault(ex.id, [])
+        if source == "own" and own.get(ex.id) and not cands:  # the greedy answer is an own candidate too
+            o = own[ex.id]
+            cands.append(Candidate(o["text"], o["finish_reason"], o["num_tokens"], PASS, source=source))
+        extra = _token_count(engine, r.prefix)
+        cands.extend(Candidate(r.prefix + c.text, c.finish_reason, c.num_tokens + extra, PASS, source=source)
+                     for c in g.completions)
+    by_id = {ex.id: ex for ex, _ in todo}
+    jobs = [(by_id[rid], c) for rid, cands in fresh.items() for c in cands]
+    verdicts = _verify_all(jobs, ctx.verifier, ctx.verify)
+    for (ex, c), v in zip(jobs, verdicts, strict=True):
+        if v.ok:
+            v = shape_check(c.text, c.num_tokens, own_tokens=(own.get(ex.id) or {}).get("num_tokens"),
+                            max_length_ratio=ctx.cfg.max_length_ratio)
+        if v.ok and source == "hint":
+            v = check_hint_leak(c.text)
+        c.verdict = v
+    _score_passing(engine, [by_id[rid] for rid in fresh], list(fresh.values()))
+    tally = ctx.tally["sources"][source]
+    tally["candidates"] += len(jobs)
+    tally["passed"] += sum(c.verdict.ok for _, c in jobs)
+    stage.put_many({rid: {"candidates": [c.to_dict() for c in cands]} for rid, cands in fresh.items()})
+    out.update(fresh)
+    return out
+
+
+def _token_count(engine: Engine, text: str) -> int:
+    """Tokens of an answer prefix the seed did not generate in this call (for the length bound)."""
+    if not text:
+        return 0
+    tok = getattr(engine, "tokenizer", None)
+    return len(tok(text, add_special_tokens=False)["input_ids"]) if tok is not None else len(text) // 4
+
+
+def _stage_scores(engine: Engine, chunk: list[Example], ctx: ChunkContext) -> dict[str, dict[str, Any]]:
+    """The seed's NLL of each original answer under the training prompt (cached)."""
+    stage = ctx.runner.stage_cache("original")
+    out = {ex.id: stage.get(ex.id) for ex in chunk}
+    todo = [ex for ex in chunk if out[ex.id] is None]
+    if todo:
+        scores = engine.score([ex.messages for ex in todo], [ex.answer for ex in todo])
+        fresh = {ex.id: {"mean_nll": s.mean_nll if s.num_tokens else None, "nll": s.nll, "tokens": s.num_tokens}
+                 for ex, s in zip(todo, scores, strict=True)}
+        stage.put_many(fresh)
+        out.update(fresh)
+    return out  # type: ignore[return-value]
 
 
 def _scan(cfg: RewriteConfig) -> tuple[Example, list[str], int]:
@@ -375,12 +539,11 @@ def run_rewrite(
         if engine is None:
             engine = load_engine(model_path, backend, cfg.engine_options(), notice=say)
         try:
-            manifest = _generate(engine, cfg, runner, wanted, chash, verifier, verify, on_progress)
+            manifest = _run_chunks(engine, cfg, runner, wanted, chash, verifier, verify, on_progress, say)
             manifest.update(model_path=model_path, backend=backend, verifier=verifier_name, input_rows=selected)
-            if cfg.gap_rows > 0 and wanted:
-                from sdft.report import distribution_gap
+            from sdft.gap import gap_report
 
-                manifest["gap"] = distribution_gap(engine, runner.iter_records(), limit=cfg.gap_rows, seed=cfg.seed)
+            manifest["gap"] = gap_report(runner.iter_records(), sources=manifest.get("sources"))
             manifest["wall_seconds_this_run"] = round(time.time() - t0, 3)
             final = runner.finalize(manifest, expected_ids=wanted)
         finally:
@@ -389,8 +552,9 @@ def run_rewrite(
     return RewriteResult(Path(cfg.output), final)
 
 
-def _generate(engine: Engine, cfg: RewriteConfig, runner: StageRunner, wanted: list[str], chash: str,
-              verifier: Any, verify: Callable[..., Any], on_progress: ProgressCb | None) -> dict[str, Any]:
+def _run_chunks(engine: Engine, cfg: RewriteConfig, runner: StageRunner, wanted: list[str], chash: str,
+                verifier: Any, verify: Callable[..., Any], on_progress: ProgressCb | None,
+                say: Callable[[str], None]) -> dict[str, Any]:
     """Process every row not done yet, chunk by chunk; the manifest's counts and timings."""
     done = runner.done_ids()
     total = len(wanted)
@@ -401,14 +565,27 @@ def _generate(engine: Engine, cfg: RewriteConfig, runner: StageRunner, wanted: l
     for row in runner.iter_records():
         stats[row["status"]] += 1
         reasons[row["reason"]] += 1
-    tally: dict[str, Any] = {"tokens": 0, "seconds": 0.0, "done": len(done), "in_chunk": 0}
+    tally: dict[str, Any] = {"tokens": 0, "seconds": 0.0, "done": len(done), "in_chunk": 0, "sources": {}}
 
     def engine_progress(k: int) -> None:
         tally["in_chunk"] += k
         if on_progress:
             on_progress(tally["done"] + tally["in_chunk"], total, **_rates(stats, tally["tokens"], tally["seconds"]))
 
-    ctx = ChunkContext(cfg, prompt, sampling, verifier, verify, chash, runner, tally, engine_progress)
+    from sdft.sources import usable_sources
+
+    sources, dropped = usable_sources(cfg.sources, verifier.name)
+    if dropped:
+        say(f"verifier none checks nothing, so only {', '.join(sources) or 'nothing'} can be used "
+            f"(skipping {', '.join(dropped)}): an unchecked answer of the model's own could be anything")
+    if not sources:
+        raise ConfigError("no usable source: with --verifier none use --sources reference,original")
+    calc = cfg.calculator and verifier.name == "math"
+    # the own greedy answer: for every row when a source or the length bound needs it, else for the
+    # first gap_rows rows (the gap report's floor)
+    own_ids = None if "own" in sources or cfg.max_length_ratio > 0 else set(wanted[: max(0, cfg.gap_rows)])
+    ctx = ChunkContext(cfg, prompt, sampling, verifier, verify, chash, runner, tally, engine_progress,
+                       tuple(sources), calc, own_ids)
     todo = (ex for ex in iter_examples(cfg.data_spec()) if ex.id not in done and cfg.in_shard(ex.id))
     for chunk in _chunks(todo, cfg.batch_size):
         tally["in_chunk"] = 0
@@ -441,6 +618,7 @@ def _generate(engine: Engine, cfg: RewriteConfig, runner: StageRunner, wanted: l
         "tokens_per_second": round(tally["tokens"] / tally["seconds"], 2) if tally["seconds"] else None,
         "wall_seconds_this_run": None,
         "versions": _versions(),
+        "sources": tally["sources"],
         "gap": None,
     }
 
@@ -471,17 +649,20 @@ def _rates(stats: Counter[str], tokens: int, seconds: float) -> dict[str, Any]:
 
 
 def _score_passing(engine: Engine, chunk: list[Example], cand_lists: list[list[Candidate]]) -> None:
-    """Fill ``mean_nll`` of every passing candidate, in one batched scoring call per chunk."""
+    """Fill ``mean_nll`` / ``nll`` of every passing candidate, in one batched scoring call.
+
+    Always under the *training* prompt (the question alone), never the hinted or reference
+    prompt the candidate was generated with: that is the distribution training moves.
+    """
     prompts, texts, where = [], [], []
     for i, (ex, cands) in enumerate(zip(chunk, cand_lists, strict=True)):
-        passing = [j for j, c in enumerate(cands) if c.verdict.ok]
-        if len(passing) < 2:  # nothing to choose between
-            continue
-        for j in passing:
-            prompts.append(ex.messages)  # the *training* prompt: the question alone
-            texts.append(cands[j].text)
-            where.append((i, j))
+        for j, c in enumerate(cands):
+            if c.verdict.ok and c.mean_nll is None:
+                prompts.append(ex.messages)
+                texts.append(c.text)
+                where.append((i, j))
     if not prompts:
         return
     for (i, j), s in zip(where, engine.score(prompts, texts), strict=True):
-        cand_lists[i][j].mean_nll = s.mean_nll
+        c = cand_lists[i][j]
+        c.mean_nll, c.nll, c.scored_tokens = (s.mean_nll if s.num_tokens else None), s.nll, s.num_tokens

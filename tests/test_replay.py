@@ -401,9 +401,9 @@ def test_cli_run_on_hf_backend_and_inspect(tiny_model_dir, tmp_path, capsys):
 def test_gap_report_refuses_replay_rows_with_a_clear_error():
     """Replay rows have no original answer: `sdft inspect --gap` must say why, before loading a model."""
     from sdft.errors import InputError
-    from sdft.report import distribution_gap
+    from sdft.gap import score_records
 
     rows = [{"messages": [{"role": "user", "content": "q"}], "original": None, "response": "a",
              "status": "rewritten"}]
     with pytest.raises(InputError, match="replay output"):
-        distribution_gap(None, rows)
+        score_records(None, rows)

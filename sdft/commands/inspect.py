@@ -37,12 +37,13 @@ def command(output: str, recompute_gap: bool, gap_rows: int, backend: str, show:
                          f"written by sdft (rewrite, replay or merge)?")
     if recompute_gap:
         from sdft.engines import load_engine
+        from sdft.gap import gap_report, score_records
         from sdft.models import resolve_model
-        from sdft.report import distribution_gap
 
         engine = load_engine(resolve_model(manifest["model"], log=notice), backend, notice=notice)
         try:
-            manifest["gap"] = distribution_gap(engine, iter_records(output), limit=gap_rows)
+            manifest["gap"] = gap_report(score_records(engine, iter_records(output), limit=gap_rows),
+                                         sources=manifest.get("sources"))
         finally:
             engine.close()
     if as_json:

@@ -41,9 +41,20 @@ Rerun the same command after a crash to resume; --overwrite starts over.
               help="math | tool-call | code | exact | regex | choice | none | auto.")
 @click.option("--verifier-option", "verifier_options", multiple=True, metavar="KEY=VALUE",
               help="Verifier option, e.g. pattern='^\\d+$' for regex (repeatable).")
-@click.option("--samples", type=int, default=1, show_default=True, help="Rewrites drawn per row (best-of-k).")
-@click.option("--select", type=click.Choice(["first", "min-nll"]), default="first", show_default=True,
-              help="Among passing rewrites: the first, or the one the seed model finds most likely.")
+@click.option("--sources", help="Answer sources pooled per row, in order of preference for ties "
+                               "[default: own,hint,reference,original].")
+@click.option("--samples", type=int, help="Candidates drawn per row and source (best-of-k) [default: 4].")
+@click.option("--select", type=click.Choice(["first", "min-nll"]),
+              help="Among passing candidates: the first, or the one the seed model finds most likely "
+                   "[default: min-nll].")
+@click.option("--accept-nll", type=float, help="Skip later sources for a row once a candidate at or below this "
+                                               "NLL per token passed (cost control).")
+@click.option("--calculator/--no-calculator", default=None,
+              help="Math: write the exact result after each arithmetic '=' while decoding [default: on].")
+@click.option("--own-prefix/--no-own-prefix", default=None,
+              help="Math: half the hint/reference candidates continue the seed's own answer [default: on].")
+@click.option("--max-length-ratio", type=float,
+              help="Reject candidates longer than this multiple of the seed's own answer; 0 = off [default: 2].")
 @click.option("--on-fail", type=click.Choice(["keep-original", "drop"]), default="keep-original",
               show_default=True)
 @click.option("--temperature", type=float, help="0 = greedy (default with 1 sample; 0.7 with more).")

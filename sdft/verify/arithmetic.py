@@ -418,3 +418,58 @@ def calculate_tail(text: str) -> str | None:
     if value is None or abs(value) > 10**MAX_DIGITS:
         return None
     return _format(value)
+
+
+_NUMBER_RE = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+_SENTENCE_RE = re.compile(r"[^\n.!?]*(?:[.!?](?=\s|$)|\n|$)")
+#: Small whole numbers allowed anywhere in a prefix (list markers, "step 2", "2 of them").
+_SMALL = 10
+
+
+def _numbers(text: str) -> set[Fraction]:
+    out = set()
+    for tok in _NUMBER_RE.findall(text[:MAX_CHARS]):
+        digits = tok.replace(",", "")
+        if len(digits) <= MAX_DIGITS:
+            out.add(Fraction(digits))
+    return out
+
+
+def _known(value: Fraction, known: set[Fraction]) -> bool:
+    return value in known or (value.denominator == 1 and 0 <= value <= _SMALL) or any(
+        abs(value - k) <= Fraction(1, 200) for k in known)
+
+
+def supported_prefix(answer: str, question: str, reference: str, *, max_sentences: int = 64) -> str:
+    """The longest run of leading sentences of ``answer`` that the reference supports.
+
+    A sentence is supported when each of its arithmetic steps is right and computes a value the
+    reference's solution also reaches, and every other number in it occurs in the question or
+    the reference (small whole numbers such as list markers excepted). Used to keep the seed's
+    own answer up to its first unsupported step and let it continue from there.
+
+    Args:
+        answer: the seed's own answer.
+        question: the problem.
+        reference: the reference solution.
+        max_sentences: sentences examined at most.
+
+    Returns:
+        The prefix, exactly as in ``answer`` (possibly empty).
+    """
+    known = _numbers(question) | _numbers(reference)
+    for s in find_steps(reference):
+        known.update((s.computed, s.stated))
+    end = 0
+    for n, m in enumerate(_SENTENCE_RE.finditer(answer[:MAX_CHARS])):
+        if n >= max_sentences or m.end() == m.start():
+            break
+        sentence = m.group(0)
+        if sentence.strip():
+            steps = find_steps(sentence)
+            if any(not s.ok or not _known(s.computed, known) for s in steps):
+                break
+            if any(not _known(v, known) for v in _numbers(sentence)):
+                break
+        end = m.end()
+    return answer[:end]

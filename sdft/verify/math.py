@@ -417,17 +417,22 @@ class MathVerifier:
     name = "math"
     pure = True  # verify() may run it in the killable watchdog process
 
-    def __init__(self, rel_tol: float = 1e-6, abs_tol: float = 1e-9, symbolic: bool = True):
+    def __init__(self, rel_tol: float = 1e-6, abs_tol: float = 1e-9, symbolic: bool = True, steps: bool = True):
         """Create the verifier.
 
         Args:
             rel_tol: relative tolerance for numeric answers.
             abs_tol: absolute tolerance for numeric answers.
             symbolic: use ``math_verify`` for non-numeric answers when it is installed.
+            steps: also recompute every arithmetic step of the candidate and require the final
+                answer to follow from the last one (:mod:`sdft.verify.arithmetic`; reasons
+                ``arithmetic`` and ``final-unsupported``). Training data needs this; scoring a
+                benchmark by its final answer (the eval suites) does not.
         """
         self.rel_tol = float(rel_tol)
         self.abs_tol = float(abs_tol)
         self.symbolic = bool(symbolic)
+        self.steps = bool(steps)
         # Importing sympy takes about a second: done once per process, outside the time budget.
         self.prepare = warm_symbolic if self.symbolic else None
 
@@ -436,7 +441,13 @@ class MathVerifier:
         return extract_answer(text)
 
     def check(self, candidate: str, reference: str, row: dict[str, Any]) -> Verdict:
-        """Compare the final answers of ``candidate`` and ``reference``; ``row`` is unused."""
-        return is_correct(
+        """Compare the final answers of ``candidate`` and ``reference``, then (``steps``) its arithmetic."""
+        verdict = is_correct(
             candidate, reference, rel_tol=self.rel_tol, abs_tol=self.abs_tol, symbolic=self.symbolic
         )
+        if not verdict.ok or not self.steps:
+            return verdict
+        from sdft.verify.arithmetic import check_steps
+
+        final = extract_answer(candidate)
+        return check_steps(candidate, parse_number(final) if final is not None else None)
