@@ -339,9 +339,9 @@ def _generate_source(engine: Engine, ctx: ChunkContext, requests: list[Any], sam
     t = time.time()
     if ctx.calculator:
         from sdft.calc import generate_with_calculator
-        from sdft.verify.arithmetic import calculate_tail
+        from sdft.verify.arithmetic import first_wrong_result
 
-        gens = generate_with_calculator(engine, requests, sampling, calculate_tail, progress=ctx.engine_progress)
+        gens = generate_with_calculator(engine, requests, sampling, first_wrong_result, progress=ctx.engine_progress)
     else:
         gens = engine.generate(requests, sampling, progress=ctx.engine_progress)
     seconds = time.time() - t
@@ -541,6 +541,10 @@ def run_rewrite(
         try:
             manifest = _run_chunks(engine, cfg, runner, wanted, chash, verifier, verify, on_progress, say)
             manifest.update(model_path=model_path, backend=backend, verifier=verifier_name, input_rows=selected)
+            if verifier_name == "code":
+                from sdft.sandbox import active_isolation
+
+                manifest["sandbox"] = active_isolation()  # which OS isolation ran the model-written code
             from sdft.gap import gap_report
 
             manifest["gap"] = gap_report(runner.iter_records(), sources=manifest.get("sources"))

@@ -64,7 +64,7 @@ def test_calculator_fills_in_exact_results(smollm2_vllm):
     """Calculator-assisted decoding: every arithmetic statement the model writes comes out right."""
     from sdft.calc import generate_with_calculator
     from sdft.engines import SamplingConfig
-    from sdft.verify.arithmetic import calculate_tail, check_steps, find_steps
+    from sdft.verify.arithmetic import check_steps, find_steps, first_wrong_result
 
     prompts = [[{"role": "user", "content": q}] for q in (
         "A shop sells 347 pens a day for 29 days. How many pens is that? Show the multiplication.",
@@ -73,7 +73,7 @@ def test_calculator_fills_in_exact_results(smollm2_vllm):
     )]
     sampling = SamplingConfig(max_new_tokens=160, seed=0)
     free = smollm2_vllm.generate(prompts, sampling)
-    calc = generate_with_calculator(smollm2_vllm, prompts, sampling, calculate_tail)
+    calc = generate_with_calculator(smollm2_vllm, prompts, sampling, first_wrong_result)
     steps = [s for g in calc for c in g.completions for s in find_steps(c.text)]
     assert steps, [g.completions[0].text for g in calc]  # the model writes equations for these
     for g in calc:

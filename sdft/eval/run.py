@@ -85,6 +85,11 @@ def run_eval(cfg: EvalConfig, *, on_progress: ProgressCb | None = None, notice: 
     report = build_report(cfg, suites, probes, answers, results, models)
     failures = gate_failures(report, cfg.max_drop)
     report["gate"] = {"max_drop": cfg.max_drop, "failures": failures, "passed": not failures}
+    task_verifier = getattr(suites.get("task"), "_verifier", None)
+    if "code" in suites or getattr(task_verifier, "name", None) == "code":
+        from sdft.sandbox import active_isolation
+
+        report["sandbox"] = active_isolation()  # which OS isolation ran the model-written code
     write_report(out, report, probes, answers, results, say)
     return EvalReport(str(out / "report.json"), report, failures)
 

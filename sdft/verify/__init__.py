@@ -10,14 +10,17 @@ Every verdict carries a stable kebab-case ``reason`` token that manifests count:
 
 =============  =====================================================================
 guard          "empty", "truncated", "meta-talk", "refusal"
-math           "wrong-answer", "no-answer", "bad-reference"
+math           "wrong-answer", "no-answer", "bad-reference"; with ``steps`` (the default):
+               "arithmetic" (a wrong step), "final-unsupported" (the final answer does
+               not follow from the last step), see :mod:`sdft.verify.arithmetic`
 tool-call      "extra-call", "missing-call", "wrong-function", "wrong-arguments",
                "no-call", "bad-reference"
-code           "tests-failed", "timeout", "no-code", "no-tests"
+code           "tests-failed", "timeout", "no-code", "no-tests", "sandbox-error"
 exact          "wrong-answer"
 regex          "no-match", "wrong-answer", "bad-reference"
 choice         "wrong-answer", "no-answer", "bad-reference"
 none           (always "ok")
+ladder         "hint-leak", "repetition", "too-long" (sdft.sources, sdft.select)
 any            "verifier-error": the check raised or overran its time budget (see
                :func:`verify`); also a user's regex that backtracks past its limit
 =============  =====================================================================

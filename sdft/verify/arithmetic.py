@@ -13,8 +13,8 @@ with d decimals is accepted when it is the exact result rounded to d places (``1
 Statements whose left side is not arithmetic ("x = 5", "Total = 15", "3 apples + 4 apples =
 7") are skipped: the checker never rejects what it cannot read.
 
-:func:`calculate_tail` is the calculator used for calculator-assisted decoding: given text
-that ends in ``expression =``, it returns the exact result as the model should write it.
+:func:`first_wrong_result` is the calculator used for calculator-assisted decoding
+(:mod:`sdft.calc`): where the first wrong result is and what to write instead.
 
 Everything here is linear in the text length with hard caps (text length, number length,
 statements per text, tokens per expression), so hostile model output cannot make it hang.
@@ -68,6 +68,7 @@ class Step:
     stated: Fraction
     decimals: int
     ok: bool
+    eq: int = -1  # index of the "=" in the text
 
 
 def _number(tok: str) -> tuple[Fraction, bool] | None:
@@ -335,7 +336,8 @@ def find_steps(text: str) -> list[Step]:
         decimals = _decimals(rexpr)
         ok, computed = _compare(toks, rtoks, decimals)
         stated = _evaluate(rtoks)
-        steps.append(Step(f"{expr} = {rexpr}", computed, stated if stated is not None else computed, decimals, ok))
+        steps.append(Step(f"{expr} = {rexpr}", computed, stated if stated is not None else computed, decimals, ok,
+                          eq=i))
     return steps
 
 
@@ -398,26 +400,19 @@ def _format(value: Fraction) -> str:
     return text
 
 
-def calculate_tail(text: str) -> str | None:
-    """The result to write after a trailing ``expression =`` (calculator-assisted decoding).
-
-    Args:
-        text: the solution so far, ending with ``=`` (possibly followed by spaces).
+def first_wrong_result(text: str, start: int = 0) -> tuple[int, str] | None:
+    """The first wrong arithmetic step whose ``=`` lies at or after ``start``, as a correction.
 
     Returns:
-        The formatted exact value (``"24"``, ``"3.33"``, ``"-5"``), or None when the text does not end in
-        an arithmetic expression followed by ``=`` (then the model continues on its own).
+        ``(cut, result)``: keep ``text[:cut]`` (it ends with the step's ``=``) and write the exact
+        ``result`` after it; or None when every step from ``start`` on is right. Lazy
+        calculator-assisted decoding uses it: the model writes freely, and only a wrong result is
+        replaced (then the model continues from the corrected text).
     """
-    stripped = text.rstrip()
-    if not stripped.endswith("=") or _is_relation(stripped, len(stripped) - 1):
-        return None
-    left = _left_expression(stripped, len(stripped) - 1)
-    if left is None:
-        return None
-    value = _evaluate(left[1])
-    if value is None or abs(value) > 10**MAX_DIGITS:
-        return None
-    return _format(value)
+    for step in find_steps(text):
+        if step.eq >= start and not step.ok:
+            return step.eq + 1, _format(step.computed)
+    return None
 
 
 _NUMBER_RE = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
