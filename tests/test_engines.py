@@ -135,3 +135,21 @@ def test_auto_backend_notice(monkeypatch):
     said = []
     assert engines.pick_backend("auto", said.append) == "hf"
     assert said and "vLLM is not installed" in said[0]
+
+
+@pytest.mark.parametrize("engine_name", ["vllm_tiny", "hf_tiny"])
+def test_a_prompt_that_fills_the_context_does_not_fail_the_batch(engine_name, request):
+    """One over-long row gets an empty "context" completion; the other rows are generated as usual."""
+    from sdft.verify import get_verifier, verify
+
+    engine = request.getfixturevalue(engine_name)
+    huge = [{"role": "user", "content": "apples and clips " * 2000}]  # far beyond the 1024-token context
+    out = engine.generate([huge, PROMPTS[0]], SamplingConfig(max_new_tokens=8, seed=1, n=2, temperature=0.8))
+    assert [c.finish_reason for c in out[0].completions] == ["context", "context"]
+    assert all(c.text == "" for c in out[0].completions)
+    alone = engine.generate([PROMPTS[0]], SamplingConfig(max_new_tokens=8, seed=1, n=2, temperature=0.8))
+    assert [c.text for c in out[1].completions] == [c.text for c in alone[0].completions]
+    v = verify("", "context", "#### 3", {}, get_verifier("math"))
+    assert v.reason == "context"
+    scores = engine.score([huge, PROMPTS[0]], ["an answer", "an answer"])
+    assert scores[0].num_tokens == 0 and scores[1].num_tokens > 0

@@ -68,10 +68,22 @@ class Completion:
     """One generated continuation."""
 
     text: str
-    finish_reason: str  # "stop" (end of turn / stop string) or "length" (hit max_new_tokens)
+    finish_reason: str  # "stop" (end of turn / stop string), "length" (hit the budget) or "context"
     num_tokens: int
     token_ids: list[int] = field(default_factory=list, repr=False)
     stop_reason: str | None = None  # the stop string that ended it (not part of ``text``), else None
+
+
+#: ``finish_reason`` of a completion whose prompt alone fills the model's context: nothing was
+#: generated (one over-long row must not fail a batched call of thousands).
+CONTEXT_FULL = "context"
+
+
+def fit_budget(prompt_tokens: int, max_new_tokens: int, context: int | None) -> int:
+    """The new-token budget that fits the context (0: the prompt alone fills it)."""
+    if not context:
+        return max_new_tokens
+    return max(0, min(max_new_tokens, context - prompt_tokens))
 
 
 @dataclass

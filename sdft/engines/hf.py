@@ -6,9 +6,11 @@ Used where vLLM is not installed, and as the reference in the engine parity test
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from sdft.engines.base import (
+    CONTEXT_FULL,
     Chat,
     Completion,
     EngineOptions,
@@ -18,6 +20,7 @@ from sdft.engines.base import (
     SamplingConfig,
     Samplings,
     Score,
+    fit_budget,
     per_prompt,
 )
 from sdft.prompts import encode_pair, encode_prompt, render_chat
@@ -85,12 +88,23 @@ class HFEngine:
         encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
         results: list[Generation | None] = [None] * len(encoded)
         groups: dict[SamplingConfig, list[int]] = {}
+        context = self._context()
         for i, sc in enumerate(per_prompt(sampling, len(encoded))):
-            groups.setdefault(sc, []).append(i)
+            budget = fit_budget(len(encoded[i]), sc.max_new_tokens, context)
+            if budget == 0:  # the prompt alone fills the context: nothing to generate, no failed batch
+                results[i] = Generation([Completion("", CONTEXT_FULL, 0) for _ in range(sc.n)], len(encoded[i]))
+                if progress:
+                    progress(1)
+                continue
+            groups.setdefault(replace(sc, max_new_tokens=budget), []).append(i)
         for sc, members in groups.items():  # transformers' generate takes one config per call
             self._generate_group(encoded, members, sc, results, progress)
         assert all(r is not None for r in results)
         return results  # type: ignore[return-value]
+
+    def _context(self) -> int | None:
+        """The model's context length (max_model_len option, else its position embeddings)."""
+        return self.options.max_model_len or getattr(self.model.config, "max_position_embeddings", None)
 
     def _generate_group(self, encoded: list[list[int]], members: list[int], sampling: SamplingConfig,
                         results: list[Generation | None], progress: ProgressFn | None) -> None:
@@ -167,8 +181,13 @@ class HFEngine:
         import torch
 
         pairs = [encode_pair(self.tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]
-        order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
+        context = self._context()
         scores: list[Score | None] = [None] * len(pairs)
+        for i, (p_ids, a_ids) in enumerate(pairs):  # longer than the context: cannot be scored
+            if context and len(p_ids) + len(a_ids) > context:
+                scores[i] = Score(nll=float("nan"), num_tokens=0)
+        order = sorted((i for i in range(len(pairs)) if scores[i] is None),
+                       key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
         bs = self.options.batch_size
         for start in range(0, len(order), bs):
             idx = order[start:start + bs]

@@ -9,7 +9,8 @@ Entry points:
 Every verdict carries a stable kebab-case ``reason`` token that manifests count:
 
 =============  =====================================================================
-guard          "empty", "truncated", "meta-talk", "refusal"
+guard          "context" (the prompt fills the model's context), "empty", "truncated",
+               "meta-talk", "refusal"
 math           "wrong-answer", "no-answer", "bad-reference"; with ``steps`` (the default):
                "arithmetic" (a wrong step), "final-unsupported" (the final answer does
                not follow from the last step), see :mod:`sdft.verify.arithmetic`
@@ -170,6 +171,9 @@ def guard(candidate: str, finish_reason: str | None, reference: str) -> Verdict:
     Returns:
         PASS, or the first failed check's verdict.
     """
+    if finish_reason == "context":
+        return Verdict(False, "context", "the prompt alone fills the model's context: nothing was generated "
+                                         "(shorten the prompt, or raise max_model_len)")
     if not candidate or not candidate.strip():
         return Verdict(False, "empty", "the output is empty")
     if finish_reason == "length":
