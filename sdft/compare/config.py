@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,7 @@ class CompareConfig:
 
         output = self.data_dir / f"rewrite-{self.rewrite_key(m)}.jsonl"
         # an absolute input: the rewrite's cache key holds the path, and a rerun may start elsewhere
-        base = {"input": str(train_file.resolve()), "output": str(output),
+        base = {"input": os.path.abspath(train_file), "output": str(output),
                 "model": self.pipeline.rewrite_model or self.pipeline.model, "data_format": "messages",
                 "split": "train"}
         return from_dict(RewriteConfig, {**base, **self.rewrite_settings(m)})
