@@ -91,3 +91,62 @@ def test_rewrite_and_inspect_cli(tiny_model_dir, gsm8k_file, tmp_path):
     r = CliRunner().invoke(cli, ["inspect", str(out), "--show", "1"])
     assert r.exit_code == 0, r.output
     assert "fallback" in r.output and "original:" in r.output
+
+
+# ---------------------------------------------------------------- quiet by default (16.4)
+ENGINE_NOISE = """
+import os, subprocess, sys
+from sdft.commands._ui import engine_logs, notice, out, set_verbosity
+set_verbosity(verbose={verbose})
+with engine_logs(sys.argv[1]):
+    os.write(2, b"C-LEVEL-STDERR\\n")             # what vLLM / torch write from C++
+    os.write(1, b"C-LEVEL-STDOUT\\n")
+    print("PY-PRINT", flush=True)                 # a library's print / logging handler on sys.stdout
+    sys.stderr.write("PY-WARNING\\n")
+    subprocess.run(["sh", "-c", "echo CHILD-PROCESS >&2"])  # an engine's worker process
+    notice("sdft-notice")
+    out.print("sdft-result")
+print("AFTER", flush=True)
+os.write(2, b"AFTER-FD\\n")
+"""
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_engine_logs_go_to_the_log_file_unless_verbose(tmp_path, verbose):
+    log = tmp_path / "run" / "sdft.log"
+    r = subprocess.run([sys.executable, "-c", ENGINE_NOISE.format(verbose=verbose), str(log)], capture_output=True,
+                       text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert r.returncode == 0, r.stderr
+    terminal = r.stdout + r.stderr
+    noise = ("C-LEVEL-STDERR", "C-LEVEL-STDOUT", "PY-PRINT", "PY-WARNING", "CHILD-PROCESS")
+    assert "sdft-notice" in r.stderr and "sdft-result" in r.stdout  # sdft's own output stays on the terminal
+    assert "AFTER" in r.stdout and "AFTER-FD" in r.stderr  # the descriptors are restored afterwards
+    if verbose:
+        assert all(n in terminal for n in noise) and not log.exists()
+    else:
+        assert not any(n in terminal for n in noise), terminal
+        text = log.read_text()
+        assert all(n in text for n in noise) and "AFTER" not in text
+
+
+def sdft_proc(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    return subprocess.run([sys.executable, "-m", "sdft", *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=600)
+
+
+@pytest.mark.vllm
+def test_rewrite_on_vllm_shows_no_engine_logs(tiny_model_dir, gsm8k_file, tmp_path):
+    pytest.importorskip("vllm")
+    out = tmp_path / "o.jsonl"
+    args = [gsm8k_file, "-o", out, "--model", tiny_model_dir, "--backend", "vllm", "--max-new-tokens", "8",
+            "--limit", "3", "--gap-rows", "0", "--samples", "1", "--kv-cache-gib", "0.25"]
+    r = sdft_proc("rewrite", *args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    terminal = r.stdout + r.stderr
+    assert "WARNING" not in terminal and "INFO" not in terminal and "it/s]" not in terminal, terminal
+    assert "rewrite summary" in r.stdout and len(terminal.splitlines()) <= 40, terminal
+    log = Path(f"{out}.log").read_text()
+    assert "WARNING" in log or "INFO" in log  # vLLM did write them: to the log
+    q = sdft_proc("rewrite", *args, "-q", cwd=tmp_path)  # finished: reused; -q prints nothing but errors
+    assert q.returncode == 0 and q.stdout.strip() == "" and q.stderr.strip() == "", q.stdout + q.stderr

@@ -60,6 +60,14 @@ def set_verbosity(verbose: bool = False, quiet: bool = False) -> int:
     return level
 
 
+def table(title: str | None = None, **kw: Any) -> Any:
+    """A compact rich table for end-of-stage summaries: a header rule, no frame (few terminal lines)."""
+    from rich import box
+    from rich.table import Table
+
+    return Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, title_justify="left", **kw)
+
+
 def print_error(e: BaseException) -> None:
     # Escaped: messages hold literal brackets (pip install 'sdft-toolkit[ray]') that rich
     # would otherwise take for markup tags and drop.

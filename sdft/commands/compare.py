@@ -102,9 +102,8 @@ def _run(cfg: Any) -> None:
 
 def print_report(report: dict[str, Any]) -> None:
     """The main table (score and Δ vs the seed model per method) and the report's paths."""
-    from rich.table import Table
-
     from sdft.commands._ui import out
+    from sdft.commands._ui import table as Table
     from sdft.compare.report import table_rows
 
     header, rows = table_rows(report)

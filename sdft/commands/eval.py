@@ -74,9 +74,8 @@ def run_and_print(cfg: EvalConfig) -> None:
 
 def print_report(report: Any) -> None:
     """Print the report table and file paths, then apply the gate (GateFailed -> exit 3)."""
-    from rich.table import Table
-
     from sdft.commands._ui import out
+    from sdft.commands._ui import table as Table
     from sdft.eval.report import table_rows
     from sdft.eval.run import check_gate
 

@@ -87,7 +87,10 @@ def _config(recipe: str | None, overrides: tuple[str, ...], kw: dict[str, Any], 
         name = find_recipe(recipe).stem if recipe else "train"
         data["output_dir"] = f"runs/{name}-{data.get('method', 'sdft')}"
     source = recipe or "flags"
-    return build(PipelineConfig, data, source=source, push_to_hub=push_to_hub), source
+    from sdft import dist
+
+    # under torchrun / accelerate rank 0 alone writes the outputs: only it checks (and claims) them
+    return build(PipelineConfig, data, source=source, push_to_hub=push_to_hub, write=dist.is_main()), source
 
 
 def _run(cfg: PipelineConfig, push_to_hub: str | None, public: bool) -> None:
@@ -98,8 +101,10 @@ def _run(cfg: PipelineConfig, push_to_hub: str | None, public: bool) -> None:
     from sdft.commands._ui import StageProgress, engine_logs, notice
     from sdft.pipeline import run_pipeline
 
-    with engine_logs(log_file(cfg.output_dir, folder=True) if dist.is_main() else None), \
-            StageProgress("train", units={"rewrite": "rows", "train": "steps"}) as bar:
+    log = log_file(cfg.output_dir, folder=True)
+    if not dist.is_main():  # one log per process under torchrun / accelerate
+        log = log.with_name(f"sdft.rank{dist.rank()}.log")
+    with engine_logs(log), StageProgress("train", units={"rewrite": "rows", "train": "steps"}) as bar:
         result = run_pipeline(cfg, on_progress=bar, notice=notice)
     if not dist.is_main():
         return  # under torchrun / accelerate only rank 0 reports (it alone saved, asked and evaluated)
