@@ -150,3 +150,44 @@ def test_rewrite_on_vllm_shows_no_engine_logs(tiny_model_dir, gsm8k_file, tmp_pa
     assert "WARNING" in log or "INFO" in log  # vLLM did write them: to the log
     q = sdft_proc("rewrite", *args, "-q", cwd=tmp_path)  # finished: reused; -q prints nothing but errors
     assert q.returncode == 0 and q.stdout.strip() == "" and q.stderr.strip() == "", q.stdout + q.stderr
+
+
+# ---------------------------------------------------------------- Hub push and trackers (wiring)
+@pytest.fixture()
+def hub(monkeypatch: pytest.MonkeyPatch):
+    """The local mock of the Hub API (tests/mock_hub.py), as the CLI's default endpoint, with a token."""
+    import huggingface_hub.constants
+    from mock_hub import MockHub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    server = MockHub(token="hf_mock_token").start()
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", server.url)
+    monkeypatch.setenv("HF_TOKEN", "hf_mock_token")
+    yield server
+    server.stop()
+
+
+def test_rewrite_push_to_hub_writes_the_card_and_pushes(hub, tiny_model_dir, gsm8k_file, tmp_path):
+    out = tmp_path / "pushed.jsonl"
+    r = CliRunner().invoke(cli, ["rewrite", str(gsm8k_file), "-o", str(out), "--model", str(tiny_model_dir),
+                                 "--backend", "hf", "--max-new-tokens", "4", "--limit", "2", "--gap-rows", "0",
+                                 "--samples", "1", "--push-to-hub", "alice/gsm", "--public"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "pushed.jsonl.README.md").is_file()  # the local card, beside the output
+    repo = hub.repo("alice/gsm", "dataset")
+    assert repo.private is False and repo.files["pushed.jsonl"] == out.read_bytes() and "README.md" in repo.files
+
+
+def test_train_pushes_the_model_and_reports_to_tensorboard(hub, tiny_model_dir, gsm8k_file, tmp_path):
+    run = tmp_path / "run"
+    r = CliRunner().invoke(cli, ["train", "--data", str(gsm8k_file), "--model", str(tiny_model_dir), "-o", str(run),
+                                 "--backend", "hf", "rewrite.max_new_tokens=4", "rewrite.samples=1",
+                                 "rewrite.gap_rows=0", "--max-steps", "1", "--lora-target-modules", "q_proj,v_proj",
+                                 "--max-length", "128", "--report-to", "tensorboard", "--push-to-hub", "alice/m"])
+    assert r.exit_code == 0, r.output
+    config = json.loads((run / "run.json").read_text())["config"]
+    assert config["train"]["report_to"] == "tensorboard" and config["rewrite"]["backend"] == "hf"
+    assert list((run / "sdft-sdft").glob("events.out.tfevents.*"))  # the rewrite summary, logged by sdft
+    files = hub.repo("alice/m", "model").files
+    assert hub.repo("alice/m", "model").private and "README.md" in files and "sdft_run.json" in files
+    assert (run / "model" / "merged" / "README.md").is_file()
