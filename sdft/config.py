@@ -367,8 +367,8 @@ def base_url_field() -> Any:
 
 
 def api_key_field() -> Any:
-    return dataclasses.field(default=None, metadata={"help": "API key of the base_url server (the command line "
-                                                             "also reads OPENAI_API_KEY)"})
+    return dataclasses.field(default=None, metadata={"help": "API key of the base_url server (unset: "
+                                                             "$OPENAI_API_KEY, read when the engine starts)"})
 
 
 def max_concurrency_field() -> Any:
@@ -415,10 +415,13 @@ def engine_problems(cfg: Any) -> list[str]:
 
 def engine_options_of(cfg: Any) -> Any:
     """The :class:`~sdft.engines.EngineOptions` of a config with the engine fields above."""
+    import os
+
     from sdft.engines.base import EngineOptions
 
-    extra = ({"base_url": cfg.base_url, "api_key": cfg.api_key, "max_concurrency": cfg.max_concurrency}
-             if cfg.backend == "openai" else {})
+    # the environment's key is read here, never stored in the config (configs land in manifests and run.json)
+    extra = ({"base_url": cfg.base_url, "api_key": cfg.api_key or os.environ.get("OPENAI_API_KEY"),
+              "max_concurrency": cfg.max_concurrency} if cfg.backend == "openai" else {})
     return EngineOptions(dtype=getattr(cfg, "dtype", "auto"), kv_cache_gib=cfg.kv_cache_gib,
                          max_model_len=getattr(cfg, "max_model_len", None),
                          tensor_parallel_size=getattr(cfg, "tensor_parallel_size", 1), extra=extra)

@@ -29,7 +29,7 @@ The shared vocabulary (:data:`SHORT`, :data:`ENVVAR`): options several commands 
 same fields made by the same factories in :mod:`sdft.config` (``model``, ``backend``,
 ``base_url``, ``api_key``, ``max_concurrency``, ``kv_cache_gib``, ``dtype``, ...), so they have one
 name, type, default and help everywhere; ``-o`` is ``--output`` where the command writes a file
-and ``--output-dir`` where it writes a folder; ``--api-key`` also reads ``OPENAI_API_KEY``.
+and ``--output-dir`` where it writes a folder.
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ from sdft.config import literal_choices, parse_overrides
 
 #: Short flags by field name: a file output and a folder output are both ``-o`` (a command has one).
 SHORT = {"output": "-o", "output_dir": "-o"}
-#: Environment variables an option reads when not given.
-ENVVAR = {"api_key": "OPENAI_API_KEY"}
+#: Environment variables an option reads when not given (none: e.g. OPENAI_API_KEY is read by the engine
+#: itself, so that a key in the environment never lands in a config, a manifest or run.json).
+ENVVAR: dict[str, str] = {}
 _PAIR_SPLIT = re.compile(r",(?=\s*[\w.-]+=)")  # "a=1,b=x,y" -> "a=1", "b=x,y": a comma inside a value stays
 
 F = typing.TypeVar("F", bound=Callable[..., Any])

@@ -174,3 +174,23 @@ def test_trailing_key_values_are_checked_like_a_recipe(argv, needle, capsys):
         main(argv)
     err = capsys.readouterr().err
     assert e.value.code == 2 and needle in err, err
+
+
+def test_one_progress_type_with_stages():
+    from sdft.commands._ui import StageProgress, set_verbosity
+    from sdft.progress import staged
+
+    calls = []
+    report = staged(lambda done, total=None, **stats: calls.append((done, total, stats)), "eval")
+    report(1, 4)
+    staged(report, "base: generate")(2, 4, tok_s=10)  # nested stages compose
+    assert calls == [(1, 4, {"stage": "eval"}), (2, 4, {"stage": "eval: base: generate", "tok_s": 10})]
+    assert staged(None, "x") is None
+    set_verbosity(quiet=True)
+    try:
+        with StageProgress("rewrite", 3) as bar:  # the CLI's implementation takes both forms
+            bar(1, 3, accept_rate=0.5, tok_s=12)
+            bar(2, 5, stage="train", loss=1.5)
+        assert list(bar.tasks) == ["rewrite", "train"]
+    finally:
+        set_verbosity()

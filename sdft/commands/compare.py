@@ -83,9 +83,25 @@ def command(recipe: str | None, overrides: tuple[str, ...], report_dir: str | No
     flags: dict[str, Any] = {}
     for opts in (COMPARE, PIPELINE, DATA, ENGINE):
         flags = deep_merge(flags, opts.given(kw))
-    cfg = load_compare(settings(flags, overrides, data), source=source, output_dir=f"runs/compare-{name}")
+    data = settings(flags, overrides, data)
+    _share_engine(data, flags.get("rewrite", {}))
+    cfg = load_compare(data, source=source, output_dir=f"runs/compare-{name}")
     check(cfg)
     _run(cfg)
+
+
+def _share_engine(data: dict[str, Any], engine: dict[str, Any]) -> None:
+    """``--backend``/``--base-url`` flags: the rewrite's engine also writes the shared replay data, and an
+    in-process backend also runs the eval (a server holds the seed model only)."""
+    if not engine:
+        return
+    section = data.setdefault("compare", {})
+    replay = section.setdefault("replay", {}) if isinstance(section, dict) else None
+    if isinstance(replay, dict):
+        for key, value in engine.items():
+            replay.setdefault(key, value)
+    if isinstance(data.get("eval"), dict) and engine.get("backend") not in (None, "openai"):
+        data["eval"].setdefault("backend", engine["backend"])
 
 
 def _run(cfg: Any) -> None:
