@@ -191,3 +191,29 @@ def test_train_pushes_the_model_and_reports_to_tensorboard(hub, tiny_model_dir, 
     files = hub.repo("alice/m", "model").files
     assert hub.repo("alice/m", "model").private and "README.md" in files and "sdft_run.json" in files
     assert (run / "model" / "merged" / "README.md").is_file()
+
+
+# ---------------------------------------------------------------- every model form (16.5)
+def test_every_model_form_passes_the_preflight_and_an_adapter_is_merged_once(tiny_model_dir, tmp_path, monkeypatch):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from sdft.models import resolve_model
+    from sdft.preflight import model_problem
+
+    monkeypatch.setenv("SDFT_HOME", str(tmp_path / "home"))
+    torch.manual_seed(0)
+    adapter = tmp_path / "runs" / "x" / "final"
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                   LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(str(adapter))
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    for form in ("smollm2-135m-instruct", str(gguf), str(tiny_model_dir), str(adapter), "org/name"):
+        assert model_problem(form) is None, form
+    assert "not found" in model_problem(str(tmp_path / "nope" / "m"))
+    r = CliRunner().invoke(cli, ["replay", "-o", str(tmp_path / "r.jsonl"), "--model", str(adapter), "--dry-run"])
+    assert r.exit_code == 0 and "pre-query prompt" in r.output, r.output
+    merged = Path(resolve_model(str(adapter)))
+    assert (merged / "config.json").is_file() and merged.parent == tmp_path / "home" / "models"
+    assert [p.name for p in merged.parent.iterdir() if not p.name.startswith(".")] == [merged.name]  # once
