@@ -55,7 +55,7 @@ _state: dict[str, Any] = {"level": 0}
 def set_verbosity(verbose: bool = False, quiet: bool = False) -> int:
     """Apply ``-v`` / ``-q``; returns the level (-1, 0 or 1)."""
     level = 1 if verbose else -1 if quiet else 0
-    _state["level"] = level
+    _state.update(level=level, log=None)  # a command starts: no log of its own yet
     console.quiet = out.quiet = level < 0
     return level
 
@@ -71,10 +71,10 @@ def table(title: str | None = None, **kw: Any) -> Any:
 def print_error(e: BaseException) -> None:
     # Escaped: messages hold literal brackets (pip install 'sdft-toolkit[ray]') that rich
     # would otherwise take for markup tags and drop.
-    errors.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, soft_wrap=True)
     log = _state.get("log")
-    if log:
+    if log:  # before the error, which stays the last line
         errors.print(f"[dim]engine and library logs: {escape(str(log))}[/]", markup=True, soft_wrap=True)
+    errors.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, soft_wrap=True)
 
 
 def notice(msg: str) -> None:
