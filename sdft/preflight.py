@@ -349,6 +349,10 @@ def compare_problems(cfg: Any, *, write: bool = True) -> list[str]:
     sec = cfg.section
     if sec.task_eval and _looks_local(sec.task_eval) and not _local(sec.task_eval):
         found.append(f"compare.task_eval: no such file: {sec.task_eval}")
+    for m in cfg.methods:  # the recipe runs as sft above: each rewriting method's own rewrite settings
+        if m.answers == "rewrite":
+            rc = cfg.rewrite_config(m, cfg.data_dir / "task_train.jsonl")
+            found += [f"methods.{m.name}: rewrite.{p}" for p in rewrite_setting_problems(rc)]
     if not any(p.startswith("model:") for p in found):
         shared = set(found)  # the recipe's own train section is checked above: report what a method adds
         for m in cfg.methods:
