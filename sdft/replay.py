@@ -28,12 +28,29 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from sdft.config import to_dict
+from sdft.config import (
+    Backend,
+    DType,
+    api_key_field,
+    backend_field,
+    base_url_field,
+    check_literals,
+    dtype_field,
+    engine_options_of,
+    engine_problems,
+    kv_cache_field,
+    max_concurrency_field,
+    max_model_len_field,
+    model_field,
+    tensor_parallel_field,
+    to_dict,
+)
 from sdft.engines import Engine, EngineOptions, SamplingConfig, load_engine, pick_backend
 from sdft.errors import ConfigError
-from sdft.models import DEFAULT_MODEL, resolve_model
+from sdft.formats import FORMATS
+from sdft.models import resolve_model
 from sdft.prompts import render_chat
 from sdft.replay_filters import (
     GENERIC_MARKERS,
@@ -49,7 +66,10 @@ from sdft.replay_filters import (
 )
 from sdft.store import StageRunner, check_output, model_files, settings_hash
 
-ProgressCb = Callable[..., None]  # on_progress(done, total, **stats)
+ProgressCb = Callable[..., None]  # on_progress(done, total, **stats): see sdft.progress
+OutputFormat = Literal[FORMATS]  # type: ignore[valid-type]
+Language = Literal[LANGUAGES]  # type: ignore[valid-type]
+RefusalMode = Literal[REFUSAL_MODES]  # type: ignore[valid-type]
 
 #: Stands in for the user's text when the chat template is rendered; plain ASCII letters so a
 #: template that trims, escapes or title-cases nothing in particular leaves it intact.
@@ -213,14 +233,18 @@ def context_lines(pre_query: str, tokenizer: Any) -> tuple[str, ...]:
 class ReplayConfig:
     """Settings of one replay run (``sdft replay`` flags, or a recipe's ``replay`` section)."""
 
-    output: str = field(metadata={"help": "output JSONL path (manifest and shards go beside it)"})
-    model: str = field(default=DEFAULT_MODEL, metadata={"help": "seed model: alias, HF folder, .gguf or Hub id"})
-    backend: str = field(default="auto", metadata={"help": "auto | vllm | hf"})
+    output: str = field(metadata={"help": "training output (output_format); OUT.records.jsonl, OUT.rejected.jsonl, "
+                                          "OUT.manifest.json and OUT.log are written beside it"})
+    model: str = model_field("seed model")
+    backend: Backend = backend_field()
+    base_url: str | None = base_url_field()
+    api_key: str | None = api_key_field()
+    max_concurrency: int = max_concurrency_field()
     num: int = field(default=1000, metadata={"help": "replay rows to keep"})
     system_prompt: str | None = field(default=None, metadata={"help": "system turn before the user turn (both "
                                                                       "when writing queries and answering)"})
-    pre_query: str | None = field(default=None, metadata={"help": "pre-query text to use instead of the one "
-                                                                   "derived from the chat template"})
+    pre_query: str | None = field(default=None, metadata={"help": "raw text that starts a user turn, instead of "
+                                                                   "deriving it from the chat template"})
     batch_size: int = field(default=128, metadata={"help": "query attempts per round (one engine call, one shard)"})
     max_rounds: int | None = field(default=None, metadata={"help": "stop after this many rounds even with fewer "
                                                                    "than num rows (default: 4 x num attempts)"})
@@ -234,29 +258,30 @@ class ReplayConfig:
     min_query_words: int = field(default=3, metadata={"help": "shorter queries are dropped"})
     max_query_words: int = field(default=200, metadata={"help": "longer queries are dropped"})
     min_answer_words: int = field(default=1, metadata={"help": "shorter answers are dropped (refusals exempt)"})
-    max_answer_words: int | None = field(default=None, metadata={"help": "longer answers are dropped"})
+    max_answer_words: int | None = field(default=None, metadata={"help": "longer answers are dropped (unset: no "
+                                                                         "limit)"})
     require_question: bool = field(default=True, metadata={"help": "drop queries that do not read as a request"})
-    language: str | None = field(default=None, metadata={"help": "en: keep English rows only (no model needed)"})
+    language: Language | None = field(default=None, metadata={"help": "keep rows in this language only (no model "
+                                                                      "needed)"})
     near_dup_threshold: float | None = field(default=0.7, metadata={"help": "shingle Jaccard similarity at which a "
                                                                             "query is a near duplicate (1: off)"})
     ngram: int = field(default=5, metadata={"help": "shingle length for near duplicates"})
-    shingle: str = field(default="char", metadata={"help": "char | word: what ngram counts"})
-    refusals: str = field(default="proportional", metadata={"help": "proportional (kept in the share the model "
-                                                                     "gives them) | keep (all) | drop"})
+    shingle: Literal["char", "word"] = field(default="char", metadata={"help": "what ngram counts: characters or "
+                                                                                "words"})
+    refusals: RefusalMode = field(default="proportional", metadata={
+        "help": "proportional: refusals (part of the model's alignment) are kept in the share the model gives "
+                "them; keep: every refusal that passes; drop: none"})
     overwrite: bool = field(default=False, metadata={"help": "discard earlier results of another config"})
-    dtype: str = field(default="auto", metadata={"help": "auto | float32 | bfloat16 | float16"})
-    kv_cache_gib: float = field(default=2.0, metadata={"help": "vLLM KV-cache size (GiB)"})
-    max_model_len: int | None = field(default=None, metadata={"help": "context length (default: model's, <=4096)"})
-    tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM tensor parallel GPUs"})
-    output_format: str = field(default="messages", metadata={"help": "training rows: messages | alpaca | sharegpt | "
-                                                                     "prompt-completion | hf (a datasets folder)"})
+    dtype: DType = dtype_field()
+    kv_cache_gib: float = kv_cache_field()
+    max_model_len: int | None = max_model_len_field()
+    tensor_parallel_size: int = tensor_parallel_field()
+    output_format: OutputFormat = field(default="messages", metadata={
+        "help": "training rows written to output (kept rows only): chat messages, alpaca, sharegpt, TRL "
+                "prompt-completion, or hf (a datasets.save_to_disk folder); see docs/FORMATS.md"})
 
     def __post_init__(self) -> None:
-        from sdft.formats import FORMATS
-
-        problems = []
-        if self.output_format not in FORMATS:
-            problems.append(f"output_format must be one of {', '.join(FORMATS)}, got '{self.output_format}'")
+        problems = [*check_literals(self), *engine_problems(self)]
         if self.num < 1:
             problems.append(f"num must be >= 1, got {self.num}")
         if self.batch_size < 1:
@@ -271,20 +296,12 @@ class ReplayConfig:
             problems.append(f"max_query_words ({self.max_query_words}) must be >= min_query_words and >= 1")
         if self.max_answer_words is not None and self.max_answer_words < max(1, self.min_answer_words):
             problems.append(f"max_answer_words ({self.max_answer_words}) must be >= min_answer_words and >= 1")
-        if self.language is not None and self.language not in LANGUAGES:
-            problems.append(f"language must be one of {', '.join(LANGUAGES)} or unset, got '{self.language}'")
         if self.near_dup_threshold is not None and not 0 < self.near_dup_threshold <= 1:
             problems.append(f"near_dup_threshold must be in (0, 1], got {self.near_dup_threshold}")
         if self.ngram < 1:
             problems.append(f"ngram must be >= 1, got {self.ngram}")
-        if self.shingle not in ("char", "word"):
-            problems.append(f"shingle must be char or word, got '{self.shingle}'")
-        if self.refusals not in REFUSAL_MODES:
-            problems.append(f"refusals must be one of {', '.join(REFUSAL_MODES)}, got '{self.refusals}'")
         if self.pre_query is not None and not self.pre_query.strip():
             problems.append("pre_query is empty")
-        if not str(self.output).strip():
-            problems.append("output path is empty")
         try:
             self.query_sampling(0)
             self.answer_sampling(0)
@@ -307,8 +324,7 @@ class ReplayConfig:
                               max_new_tokens=self.answer_max_tokens, n=1, seed=seed, stop=stop)
 
     def engine_options(self) -> EngineOptions:
-        return EngineOptions(dtype=self.dtype, kv_cache_gib=self.kv_cache_gib, max_model_len=self.max_model_len,
-                             tensor_parallel_size=self.tensor_parallel_size)
+        return engine_options_of(self)
 
     def answer_messages(self, query: str) -> list[dict[str, str]]:
         """The training prompt of a replay row: the optional system turn and the query."""

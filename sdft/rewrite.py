@@ -16,35 +16,67 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from sdft.config import to_dict
+from sdft.config import (
+    Backend,
+    DType,
+    api_key_field,
+    backend_field,
+    base_url_field,
+    check_literals,
+    dtype_field,
+    engine_options_of,
+    engine_problems,
+    kv_cache_field,
+    max_concurrency_field,
+    max_model_len_field,
+    model_field,
+    tensor_parallel_field,
+    to_dict,
+)
+from sdft.data import FORMATS as DATA_FORMATS
 from sdft.data import DataSpec, Example, iter_examples
 from sdft.engines import Engine, EngineOptions, SamplingConfig, load_engine, pick_backend
 from sdft.errors import ConfigError
-from sdft.models import DEFAULT_MODEL, resolve_model
+from sdft.formats import FORMATS
+from sdft.models import resolve_model
 from sdft.prompts import DEFAULT_SYSTEM, RewritePrompt
 from sdft.select import ON_FAIL_MODES, SELECT_MODES, Candidate, decide, shape_check
 from sdft.sources import GENERATING, SOURCES, check_sources
 from sdft.store import StageRunner, check_output, model_files, settings_hash
 from sdft.verify.base import PASS
 
-ProgressCb = Callable[..., None]  # on_progress(done, total, **stats)
+ProgressCb = Callable[..., None]  # on_progress(done, total, **stats): see sdft.progress
+# Fixed choices as Literal types made from the tuples that define them (one place each): the CLI
+# offers them as choices and from_dict / __post_init__ refuse anything else.
+DataFormat = Literal[("auto", *DATA_FORMATS)]  # type: ignore[valid-type]
+OutputFormat = Literal[FORMATS]  # type: ignore[valid-type]
+SelectMode = Literal[SELECT_MODES]  # type: ignore[valid-type]
+OnFail = Literal[ON_FAIL_MODES]  # type: ignore[valid-type]
 
 
 @dataclass
 class RewriteConfig:
-    """Settings of one rewrite run (``sdft rewrite`` flags, or a recipe's ``rewrite`` section)."""
+    """Settings of one rewrite run (``sdft rewrite`` flags, or a recipe's ``rewrite`` section).
 
-    input: str = field(metadata={"help": "dataset: .jsonl/.json/.csv/.parquet, save_to_disk folder or Hub name"})
-    output: str = field(metadata={"help": "output JSONL path (manifest and shards go beside it)"})
-    model: str = field(default=DEFAULT_MODEL, metadata={"help": "seed model: alias, HF folder, .gguf or Hub id"})
-    backend: str = field(default="auto", metadata={"help": "auto | vllm | hf | openai (a server at base_url)"})
-    base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server, e.g. "
-                                                                 "http://127.0.0.1:8000/v1 (implies backend openai)"})
-    api_key: str | None = field(default=None, metadata={"help": "API key for base_url"})
-    max_concurrency: int = field(default=16, metadata={"help": "requests in flight to the server"})
-    data_format: str = field(default="auto", metadata={"help": "auto | alpaca | gsm8k | prompt | messages"})
+    ``input`` and ``output`` are empty in a recipe's section (the pipeline fills them in);
+    :func:`sdft.preflight.check` refuses an empty one before a run.
+    """
+
+    input: str = field(default="", metadata={
+        "help": "dataset: .jsonl/.json/.csv/.parquet, save_to_disk folder, Hub name or example:arith"})
+    output: str = field(default="", metadata={
+        "help": "training output (output_format); OUT.records.jsonl, OUT.rejected.jsonl, OUT.manifest.json and "
+                "OUT.log are written beside it"})
+    model: str = model_field("seed model")
+    backend: Backend = backend_field()
+    base_url: str | None = base_url_field()
+    api_key: str | None = api_key_field()
+    max_concurrency: int = max_concurrency_field()
+    data_format: DataFormat = field(default="auto", metadata={
+        "help": "input format: auto (detected from the fields), alpaca, gsm8k, prompt (prompt_field/"
+                "response_field) or messages"})
     prompt_field: str | None = field(default=None, metadata={"help": "prompt column (prompt format)"})
     response_field: str | None = field(default=None, metadata={"help": "answer column (prompt format)"})
     split: str = field(default="train", metadata={"help": "split for Hub / DatasetDict inputs"})
@@ -53,17 +85,19 @@ class RewriteConfig:
                                                               "(0-based); combine the outputs with `sdft merge`"})
     verifier: str = field(default="auto", metadata={"help": "math | tool-call | code | exact | regex | choice | "
                                                             "none | auto (math for GSM8K-style data, else none)"})
-    verifier_options: dict = field(default_factory=dict, metadata={"help": "options for the verifier"})
+    verifier_options: dict = field(default_factory=dict, metadata={
+        "help": "verifier options, e.g. pattern='^\\d+$' for regex, timeout_s for code"})
     sources: list[str] = field(default_factory=lambda: list(SOURCES), metadata={
         "help": "answer sources pooled per row, in order of preference for ties: own (the seed's unaided answer), "
                 "hint (its solution given only the final answer), reference (the SDFT rewrite), original"})
     samples: int = field(default=4, metadata={"help": "candidates drawn per row and source (best-of-k)"})
     source_samples: dict = field(default_factory=dict, metadata={
-        "help": "per-source sample counts overriding samples, e.g. {own: 8, reference: 2}"})
-    select: str = field(default="min-nll", metadata={"help": "first | min-nll (the candidate closest to the seed)"})
+        "help": "per-source sample counts overriding samples, e.g. own=8"})
+    select: SelectMode = field(default="min-nll", metadata={
+        "help": "among passing candidates: the first, or the one the seed model finds most likely"})
     accept_nll: float | None = field(default=None, metadata={
         "help": "cost control: once a row has a passing candidate at or below this NLL per token, later "
-                "sources are skipped for it (none: every source runs for every row)"})
+                "sources are skipped for it (unset: every source runs for every row)"})
     calculator: bool = field(default=True, metadata={
         "help": "math: calculator-assisted decoding (the exact result is written after each arithmetic '=')"})
     own_prefix: bool = field(default=True, metadata={
@@ -71,9 +105,10 @@ class RewriteConfig:
                 "the reference does not support, instead of starting over"})
     max_length_ratio: float = field(default=2.0, metadata={
         "help": "reject candidates longer than this multiple of the seed's own answer to the prompt (0: off)"})
-    on_fail: str = field(default="keep-original", metadata={"help": "keep-original | drop"})
-    temperature: float | None = field(default=None, metadata={"help": "0 = greedy (default for 1 sample; "
-                                                                      "0.7 when samples > 1)"})
+    on_fail: OnFail = field(default="keep-original", metadata={
+        "help": "a row without a passing candidate keeps its original answer, or is dropped"})
+    temperature: float | None = field(default=None, metadata={"help": "sampling temperature; 0 = greedy "
+                                                                      "(unset: 0 for 1 sample, 0.7 for more)"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass"})
     max_new_tokens: int = field(default=512, metadata={"help": "cap on tokens per rewrite"})
     seed: int = field(default=0, metadata={"help": "sampling seed"})
@@ -82,23 +117,23 @@ class RewriteConfig:
     paper_style: bool = field(default=False, metadata={"help": "the paper's Alpaca-format rewrite prompt"})
     batch_size: int = field(default=512, metadata={"help": "rows per engine call and per output shard"})
     overwrite: bool = field(default=False, metadata={"help": "discard earlier results of another config"})
-    dtype: str = field(default="auto", metadata={"help": "auto | float32 | bfloat16 | float16"})
-    kv_cache_gib: float = field(default=2.0, metadata={"help": "vLLM KV-cache size (GiB)"})
-    max_model_len: int | None = field(default=None, metadata={"help": "context length (default: model's, <=4096)"})
-    tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM tensor parallel GPUs"})
+    dtype: DType = dtype_field()
+    kv_cache_gib: float = kv_cache_field()
+    max_model_len: int | None = max_model_len_field()
+    tensor_parallel_size: int = tensor_parallel_field()
     gap_rows: int = field(default=64, metadata={
         "help": "rows whose own unaided answer is generated for the gap report when neither the own source nor the "
                 "length bound needs it for every row (0: none)"})
     save_candidates: bool = field(default=True, metadata={"help": "keep every sampled candidate in the records"})
-    output_format: str = field(default="messages", metadata={"help": "training rows: messages | alpaca | sharegpt | "
-                                                                     "prompt-completion | hf (a datasets folder)"})
+    output_format: OutputFormat = field(default="messages", metadata={
+        "help": "training rows written to output (kept rows only; the rest go to OUT.rejected.jsonl): chat "
+                "messages, alpaca, sharegpt, TRL prompt-completion, or hf (a datasets.save_to_disk folder); "
+                "see docs/FORMATS.md"})
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.base_url and self.backend == "auto":
-            self.backend = "openai"
-        if self.backend == "openai" and not self.base_url:
-            problems.append("backend openai needs base_url (e.g. http://127.0.0.1:8000/v1)")
+        if self.output_format == "jsonl":  # the name before the formats existed: the same chat rows
+            self.output_format = "messages"
+        problems = [*check_literals(self), *engine_problems(self)]
         if self.samples < 1:
             problems.append(f"samples must be >= 1, got {self.samples}")
         problems.extend(check_sources(self.sources, self.verifier))
@@ -111,22 +146,12 @@ class RewriteConfig:
             problems.append(f"max_length_ratio must be >= 0 (0 turns the check off), got {self.max_length_ratio}")
         if self.accept_nll is not None and self.accept_nll <= 0:
             problems.append(f"accept_nll must be > 0, got {self.accept_nll}")
-        if self.select not in SELECT_MODES:
-            problems.append(f"select must be one of {', '.join(SELECT_MODES)}, got '{self.select}'")
-        if self.on_fail not in ON_FAIL_MODES:
-            problems.append(f"on_fail must be one of {', '.join(ON_FAIL_MODES)}, got '{self.on_fail}'")
         if self.temperature is None:
             self.temperature = 0.7 if self.samples > 1 else 0.0
         if self.samples > 1 and self.temperature == 0:
             problems.append("samples > 1 with temperature 0 draws the same rewrite k times: set temperature > 0")
         if self.batch_size < 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
-        from sdft.formats import FORMATS
-
-        if self.output_format == "jsonl":  # the name before the formats existed: the same chat rows
-            self.output_format = "messages"
-        if self.output_format not in FORMATS:
-            problems.append(f"output_format must be one of {', '.join(FORMATS)}, got '{self.output_format}'")
         if self.template and self.paper_style:
             problems.append("template and paper_style are exclusive")
         if self.limit is not None and self.limit < 1:
@@ -138,8 +163,6 @@ class RewriteConfig:
                     raise ValueError
             except ValueError:
                 problems.append(f"shard must look like I/N with 0 <= I < N (e.g. 0/2), got '{self.shard}'")
-        if not str(self.output).strip():
-            problems.append("output path is empty")
         try:
             self.sampling()
         except ConfigError as e:
@@ -171,10 +194,7 @@ class RewriteConfig:
         return RewritePrompt(system=system)
 
     def engine_options(self) -> EngineOptions:
-        extra = {"base_url": self.base_url, "api_key": self.api_key, "max_concurrency": self.max_concurrency} \
-            if self.backend == "openai" else {}
-        return EngineOptions(dtype=self.dtype, kv_cache_gib=self.kv_cache_gib, max_model_len=self.max_model_len,
-                             tensor_parallel_size=self.tensor_parallel_size, extra=extra)
+        return engine_options_of(self)
 
 
 def shard_of(row_id: str, n: int) -> int:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.table import Table
-
 from sdft.commands._ui import console, out
+from sdft.commands._ui import table as Table
 
 
 def summary_table(manifest: dict[str, Any]) -> None:
@@ -16,7 +15,7 @@ def summary_table(manifest: dict[str, Any]) -> None:
         return
     rows = manifest.get("rows", {})
     total = rows.get("total", 0) or 1
-    t = Table(title="rewrite summary", title_justify="left")
+    t = Table(title="rewrite summary")
     t.add_column("status")
     t.add_column("rows", justify="right")
     t.add_column("share", justify="right")
@@ -26,7 +25,7 @@ def summary_table(manifest: dict[str, Any]) -> None:
     out.print(t)
     reasons = manifest.get("reasons") or {}
     if reasons:
-        r = Table(title="reasons", title_justify="left")
+        r = Table(title="reasons")
         r.add_column("reason")
         r.add_column("rows", justify="right")
         for k, v in reasons.items():
@@ -43,7 +42,7 @@ def _replay_summary(manifest: dict[str, Any]) -> None:
     rows = manifest.get("rows", {})
     total = rows.get("total", 0)
     t = Table(title=f"replay summary: {rows.get('kept', 0)} of {manifest.get('num_requested')} rows kept "
-                    f"from {total} attempts", title_justify="left")
+                    f"from {total} attempts")
     t.add_column("reason")
     t.add_column("rows", justify="right")
     t.add_column("share of attempts", justify="right")
@@ -85,7 +84,7 @@ def print_gap(gap: dict[str, Any] | None) -> None:
     if not gap or not gap.get("rows"):
         return
     t = Table(title=f"distribution gap over {gap['rows']} rows (seed NLL per token under the training prompt; "
-                    f"lower = closer to the model)", title_justify="left")
+                    f"lower = closer to the model)")
     t.add_column("answers")
     t.add_column("mean NLL", justify="right")
     t.add_row("original (reference)", _f(gap.get("original_nll")))
@@ -94,7 +93,7 @@ def print_gap(gap: dict[str, Any] | None) -> None:
     out.print(t)
     per = gap.get("per_source") or {}
     if per:
-        s = Table(title="per source", title_justify="left")
+        s = Table(title="per source")
         for col in ("source", "rows kept", "mean NLL", "candidates", "passed", "generated tokens", "seconds"):
             s.add_column(col, justify="left" if col == "source" else "right")
         for name, v in per.items():

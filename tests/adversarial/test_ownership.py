@@ -30,16 +30,19 @@ def sdft(*args: str | Path, cwd: Path | None = None, umask: int | None = None) -
 
 
 def refused(proc: subprocess.CompletedProcess, *needles: str) -> str:
-    """Exit code 2, one ``error:`` line (the last), no traceback; returns that line."""
+    """Exit code 2, one ``error:`` (last, a line or a list of every problem found), no traceback; returns it."""
     text = proc.stdout + proc.stderr
     assert proc.returncode == 2, text
     assert "Traceback" not in text, text
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error:")]
-    assert len(errors) == 1 and lines[-1] == errors[0], text
+    errors = [i for i, line in enumerate(lines) if line.startswith("error:")]
+    assert len(errors) == 1, text
+    block = lines[errors[0]:]  # "error: invalid configuration (N problems):" then "  - ..." per problem
+    assert len(block) == 1 or all(line.startswith("  - ") for line in block[1:]), text
+    error = "\n".join(block)
     for n in needles:
-        assert n in errors[0], (n, errors[0])
-    return errors[0]
+        assert n in error, (n, error)
+    return error
 
 
 def snapshot(*paths: Path) -> dict[str, bytes | None]:
