@@ -167,7 +167,7 @@ def test_merge_refuses_a_truncated_shard_line(tmp_path):
     m["files"]["records"].update(bytes=recs.stat().st_size, sha256=__import__("hashlib").sha256(
         recs.read_bytes()).hexdigest())
     Path(f"{parts[1]}.manifest.json").write_text(json.dumps(m))
-    refused(sdft("merge", *parts, "-o", tmp_path / "m.jsonl"), "not valid JSON", "line")
+    refused(sdft("merge", *parts, "-o", tmp_path / "m.jsonl"), "malformed JSON", "line")
     assert snapshot(recs) == {str(recs): before[str(recs)]} and not (tmp_path / "m.jsonl").exists()
 
 
