@@ -32,7 +32,7 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -575,7 +575,8 @@ def _text(row: dict, key: str, where: str, *, required: bool = True) -> str:
 
 def _type_name(v: Any) -> str:
     names = {dict: "an object", list: "a list", bool: "a boolean", bytes: "binary data", type(None): "null"}
-    return names.get(type(v), f"a {type(v).__name__}")
+    name = type(v).__name__
+    return names.get(type(v), f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}")
 
 
 def _portable(value: Any, where: str, name: str) -> Any:
@@ -648,6 +649,22 @@ def normalise(row: dict, fmt: str, spec: DataSpec, where: str) -> tuple[list[dic
         messages = [{"role": "system", "content": spec.system_prompt}, *messages]
     extra = {str(k): _portable(v, where, str(k)) for k, v in row.items() if k not in used}
     return messages, answer, extra
+
+
+def jsonable_row(row: Any, where: str) -> dict[str, Any]:
+    """A row given in memory (a dict of a list, a ``datasets.Dataset`` row) as JSON-storable values.
+
+    The same conversions the reader applies to the extra fields of a file's rows (integers beyond
+    64 bits, dates, decimals, binary text), so rows written from memory read back as they would
+    from a file.
+
+    Raises:
+        InputError: ``row`` is not a mapping, or a value is nothing JSON can hold (``where`` named).
+    """
+    if not isinstance(row, Mapping):
+        raise InputError(f"{where}: expected a row (a mapping of field names to values), got {_type_name(row)}: "
+                         f"pass a list of dicts or a datasets.Dataset")
+    return {str(k): _portable(v, where, str(k)) for k, v in row.items()}
 
 
 _ROLES = ("system", "user", "assistant", "tool")
