@@ -46,6 +46,27 @@ def hf_tiny(tiny_model_dir: Path):
 
 
 @pytest.fixture()
+def in_other_process():
+    """``run(setup, expr)``: ``expr`` evaluated in a fresh interpreter whose string hashing is seeded
+    differently from this one's, as JSON. "Reproducible" means across processes: a value computed
+    twice in one process cannot show that (``hash()`` is stable inside a process, not across)."""
+    import json
+    import subprocess
+    import sys
+
+    seed = str(int(os.environ.get("PYTHONHASHSEED", "0") or 0) + 1)
+
+    def run(setup: str, expr: str):
+        code = f"{setup}\nimport json, sys\nsys.stdout.write(json.dumps({expr}))"
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(HERE.parent)}
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    return run
+
+
+@pytest.fixture()
 def gsm8k_file(tmp_path: Path) -> Path:
     """Six GSM8K-style rows with exact ``#### N`` answers."""
     rows = [
@@ -77,6 +98,16 @@ MODEL_FIXTURES = frozenset({"tiny_model_dir", "vllm_tiny", "hf_tiny"})
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--fast", action="store_true",
                      help="run only the tests that load no model (deselects the `model` marker) and enforce it")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--fast"):
+        try:  # property tests scale their example counts by the profile (tests/adversarial/test_fuzz.py)
+            from hypothesis import settings
+        except ImportError:
+            return
+        settings.register_profile("sdft-fast", max_examples=25)
+        settings.load_profile("sdft-fast")
 
 
 def loads_a_model(item: pytest.Item) -> bool:
