@@ -1,7 +1,11 @@
-"""Data in: load task datasets from files or the Hub into :class:`Example` rows.
+"""Data in: sdft's one reader, and task datasets as :class:`Example` rows.
 
-Sources: JSONL, a JSON list, CSV, Parquet, a ``datasets.save_to_disk`` folder, or a Hub
-dataset name. Formats (detected when unambiguous):
+Every file sdft reads row by row is read here, with one error style. :func:`iter_located` reads
+any source into ``(row number, dict, "row N (line L)")``: JSONL, a JSON list, CSV, Parquet, a
+``datasets.save_to_disk`` folder, or a Hub dataset name (task data, probe sets). Under it,
+:func:`iter_json_lines` reads JSON Lines, also for sdft's own files (:func:`sdft.store.iter_jsonl`:
+outputs, records, shards; the eval answer cache; a compare run's ``answers.jsonl``).
+:func:`iter_examples` normalises task rows. Formats (detected when unambiguous):
 
 * ``alpaca``: ``instruction`` (+ optional ``input``) -> ``output``
 * ``gsm8k``: ``question`` -> ``answer``
