@@ -1,7 +1,11 @@
-"""Data in: load task datasets from files or the Hub into :class:`Example` rows.
+"""Data in: sdft's one reader, and task datasets as :class:`Example` rows.
 
-Sources: JSONL, a JSON list, CSV, Parquet, a ``datasets.save_to_disk`` folder, or a Hub
-dataset name. Formats (detected when unambiguous):
+Every file sdft reads row by row is read here, with one error style. :func:`iter_located` reads
+any source into ``(row number, dict, "row N (line L)")``: JSONL, a JSON list, CSV, Parquet, a
+``datasets.save_to_disk`` folder, or a Hub dataset name (task data, probe sets). Under it,
+:func:`iter_json_lines` reads JSON Lines, also for sdft's own files (:func:`sdft.store.iter_jsonl`:
+outputs, records, shards; the eval answer cache; a compare run's ``answers.jsonl``).
+:func:`iter_examples` normalises task rows. Formats (detected when unambiguous):
 
 * ``alpaca``: ``instruction`` (+ optional ``input``) -> ``output``
 * ``gsm8k``: ``question`` -> ``answer``
@@ -32,7 +36,7 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,11 +141,11 @@ def _open_binary(path: Path) -> Any:
         raise InputError(f"{path}: cannot be read ({e.strerror or e}); check the path and its permissions") from None
 
 
-def _decode(raw: bytes, path: Path, where: str, *, first: bool) -> str:
+def _decode(raw: bytes, path: Path, where: str, *, first: bool, fix: str | None = None) -> str:
     """Decode one chunk of a UTF-8 file; a BOM is accepted, anything else names the bad byte."""
     if first:
         if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-            raise InputError(f"{path}: the file is UTF-16 encoded; expected UTF-8: re-save it as UTF-8")
+            raise InputError(f"{path}: the file is UTF-16 encoded; expected UTF-8: {fix or 're-save it as UTF-8'}")
         if raw.startswith(_BOM):
             raw = raw[len(_BOM) :]
     try:
@@ -152,7 +156,7 @@ def _decode(raw: bytes, path: Path, where: str, *, first: bool) -> str:
         at = f"line {line_no + 1}, " if where == "" else f"{where}, "
         raise InputError(
             f"{path}: {at}column {e.start - line_start + 1}: byte 0x{raw[e.start]:02x} is not valid UTF-8; "
-            f"expected UTF-8 text: re-save the file as UTF-8"
+            f"expected UTF-8 text: {fix or 're-save the file as UTF-8'}"
         ) from None
 
 
@@ -168,8 +172,8 @@ def _parse_int(text: str) -> Any:
     return _HugeInt(digits) if digits > MAX_INT_DIGITS else int(text)
 
 
-def _check_values(obj: Any, path: Path, where: str) -> None:
-    """Reject a value nested deeper than :data:`MAX_NESTING` or holding an oversized integer."""
+def _check_values(obj: Any, path: Path, where: str, max_nesting: int = MAX_NESTING) -> None:
+    """Reject a value nested deeper than ``max_nesting`` or holding an oversized integer."""
     stack: list[tuple[Any, str, int]] = [(obj, "", 0)]
     while stack:
         value, field_name, depth = stack.pop()
@@ -179,9 +183,9 @@ def _check_values(obj: Any, path: Path, where: str) -> None:
                 f"{path}: {where}: field '{name}' holds an integer with {value.digits} digits "
                 f"(at most {MAX_INT_DIGITS}); expected a normal number: quote it as a string"
             )
-        if depth > MAX_NESTING:
+        if depth > max_nesting:
             raise InputError(
-                f"{path}: {where}: field '{name}' is nested more than {MAX_NESTING} levels deep; "
+                f"{path}: {where}: field '{name}' is nested more than {max_nesting} levels deep; "
                 f"expected flat values: flatten the row"
             )
         if isinstance(value, dict):
@@ -190,7 +194,8 @@ def _check_values(obj: Any, path: Path, where: str) -> None:
             stack.extend((v, f"{field_name}[{i}]", depth + 1) for i, v in enumerate(value))
 
 
-def _parse_json(text: str, path: Path, where: str) -> Any:
+def _parse_json(text: str, path: Path, where: str, *, fix: str | None = None,
+                max_nesting: int = MAX_NESTING) -> Any:
     """``json.loads`` whose every failure is an :class:`InputError` naming ``where``."""
     try:
         obj = json.loads(text, parse_int=_parse_int)
@@ -198,36 +203,63 @@ def _parse_json(text: str, path: Path, where: str) -> Any:
         at = f"{where}: " if where else f"line {e.lineno}: "
         raise InputError(
             f"{path}: {at}malformed JSON ({e.msg}, column {e.colno}); expected one JSON object per line: "
-            f"fix or remove that line"
+            f"{fix or 'fix or remove that line'}"
         ) from None
     except RecursionError:
         raise InputError(
-            f"{path}: {where or 'the file'}: JSON nested too deeply; expected at most {MAX_NESTING} levels: "
-            f"flatten the row"
+            f"{path}: {where or 'the file'}: JSON nested too deeply; expected at most {max_nesting} levels: "
+            f"{fix or 'flatten the row'}"
         ) from None
     except ValueError as e:  # e.g. a number json cannot convert
-        raise InputError(f"{path}: {where or 'the file'}: unreadable JSON ({_one_line(e)}); fix that row") from None
+        raise InputError(f"{path}: {where or 'the file'}: unreadable JSON ({_one_line(e)}); "
+                         f"{fix or 'fix that row'}") from None
     if where:  # one row; a whole file is checked item by item
-        _check_values(obj, path, where)
+        _check_values(obj, path, where, max_nesting)
     return obj
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict, str]]:
-    with _open_binary(path) as fh:
-        n = 0
+def iter_json_lines(path: str | Path, *, fix: str | None = None, max_nesting: int = MAX_NESTING,
+                    skip_damaged: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for every non-blank line of a JSON Lines file.
+
+    sdft's one line reader: task data and probe sets (through :func:`iter_located`), sdft's own
+    outputs, records and shards (:func:`sdft.store.iter_jsonl`), the eval answer caches and a
+    compare run's ``answers.jsonl`` all read their lines here, so every damaged line gets the
+    same one-line error: ``FILE: line N: problem; expected X: what to do``.
+
+    Args:
+        path: the file.
+        fix: what to do, ending each error message (default: the advice for a user's data file,
+            e.g. "fix or remove that line"; sdft's own files say they are damaged).
+        max_nesting: the deepest a value may nest inside a row.
+        skip_damaged: skip lines that are not UTF-8, not JSON or not an object instead of failing
+            (an append-only log whose last line a crash may have torn).
+
+    Raises:
+        InputError: the file cannot be opened, or (unless ``skip_damaged``) a damaged line.
+    """
+    p = Path(path)
+    with _open_binary(p) as fh:
         for lineno, raw in enumerate(fh, 1):
             where = f"line {lineno}"
-            line = _decode(raw, path, where, first=lineno == 1)
-            if not line.strip():
-                continue
-            obj = _parse_json(line, path, where)
-            if not isinstance(obj, dict):
-                raise InputError(
-                    f"{path}: {where}: expected a JSON object ({{...}}), got {_json_kind(obj)}: "
-                    f"write one object per line"
-                )
-            yield n, obj, _row_at(n, lineno)
-            n += 1
+            try:
+                line = _decode(raw, p, where, first=lineno == 1, fix=fix)
+                if not line.strip():
+                    continue
+                obj = _parse_json(line, p, where, fix=fix, max_nesting=max_nesting)
+                if not isinstance(obj, dict):
+                    raise InputError(f"{p}: {where}: expected a JSON object ({{...}}), got {_json_kind(obj)}: "
+                                     f"{fix or 'write one object per line'}")
+            except InputError:
+                if skip_damaged:
+                    continue
+                raise
+            yield lineno, obj
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict, str]]:
+    for n, (lineno, obj) in enumerate(iter_json_lines(path)):
+        yield n, obj, _row_at(n, lineno)
 
 
 def _row_at(n: int, line: int) -> str:
@@ -547,7 +579,8 @@ def _text(row: dict, key: str, where: str, *, required: bool = True) -> str:
 
 def _type_name(v: Any) -> str:
     names = {dict: "an object", list: "a list", bool: "a boolean", bytes: "binary data", type(None): "null"}
-    return names.get(type(v), f"a {type(v).__name__}")
+    name = type(v).__name__
+    return names.get(type(v), f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}")
 
 
 def _portable(value: Any, where: str, name: str) -> Any:
@@ -620,6 +653,22 @@ def normalise(row: dict, fmt: str, spec: DataSpec, where: str) -> tuple[list[dic
         messages = [{"role": "system", "content": spec.system_prompt}, *messages]
     extra = {str(k): _portable(v, where, str(k)) for k, v in row.items() if k not in used}
     return messages, answer, extra
+
+
+def jsonable_row(row: Any, where: str) -> dict[str, Any]:
+    """A row given in memory (a dict of a list, a ``datasets.Dataset`` row) as JSON-storable values.
+
+    The same conversions the reader applies to the extra fields of a file's rows (integers beyond
+    64 bits, dates, decimals, binary text), so rows written from memory read back as they would
+    from a file.
+
+    Raises:
+        InputError: ``row`` is not a mapping, or a value is nothing JSON can hold (``where`` named).
+    """
+    if not isinstance(row, Mapping):
+        raise InputError(f"{where}: expected a row (a mapping of field names to values), got {_type_name(row)}: "
+                         f"pass a list of dicts or a datasets.Dataset")
+    return {str(k): _portable(v, where, str(k)) for k, v in row.items()}
 
 
 _ROLES = ("system", "user", "assistant", "tool")

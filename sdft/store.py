@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from sdft.data import MAX_NESTING, iter_json_lines
 from sdft.errors import InputError, SdftError
 
 #: Version of the output layout above (manifests without it are from sdft before the split
@@ -111,31 +112,24 @@ def dumps_row(row: dict[str, Any]) -> str:
     return json.dumps(row, ensure_ascii=False) + "\n"
 
 
+#: How much deeper than in its source row a value may sit in sdft's own files (stage line ->
+#: record -> extra -> field), on top of :data:`sdft.data.MAX_NESTING`.
+RECORD_NESTING = 4
+_DAMAGED = "the file is damaged or truncated: rerun the command that wrote it"
+
+
 def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Stream the JSON objects of a JSONL file.
+    """Stream the JSON objects of one of sdft's own JSONL files (outputs, records, shards, caches).
+
+    Lines are read by :func:`sdft.data.iter_json_lines`, sdft's one line reader, so a damaged
+    file fails like a bad data file: ``FILE: line N: problem; expected X: what to do``.
 
     Raises:
-        InputError: a line that is not a JSON object (a damaged or truncated file), or bytes
-            that are not UTF-8; the message names the file and line.
+        InputError: the file cannot be read, or a line that is not UTF-8 or not a JSON object
+            (a damaged or truncated file); the message names the file and line.
     """
-    lineno = 0
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):  # noqa: B007 - lineno is read in the handler
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InputError(f"{path}: line {lineno}: not valid JSON ({e.msg} at column {e.colno}): the file "
-                                     f"is damaged or truncated") from None
-                if not isinstance(obj, dict):
-                    raise InputError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
-                yield obj
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: line {lineno + 1}: not UTF-8 text: the file is damaged") from None
-    except IsADirectoryError:
-        raise InputError(f"{path} is a folder, not a JSONL file") from None
+    for _, obj in iter_json_lines(path, fix=_DAMAGED, max_nesting=MAX_NESTING + RECORD_NESTING):
+        yield obj
 
 
 def file_sha256(path: Path) -> str:

@@ -107,6 +107,7 @@ def test_parity_vllm_vs_transformers(vllm_tiny, hf_tiny):
     answers = ["Natalia sold 72 clips.", "7", "def add(a, b):\n    return a + b"]
     sv = vllm_tiny.score(chats, answers)
     sh = hf_tiny.score(chats, answers)
+    assert len(sv) == len(sh) == len(chats)  # zip below would pass on two empty lists
     for a, b in zip(sv, sh):
         assert a.num_tokens == b.num_tokens > 0
         assert a.nll == pytest.approx(b.nll, rel=1e-3, abs=1e-3)

@@ -17,12 +17,14 @@ from sdft.store import iter_jsonl, iter_records, merge_outputs, read_manifest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_shard_of_is_a_partition_by_id():
+def test_shard_of_is_a_partition_by_id(in_other_process):
     ids = [f"{i:016x}" for i in range(1000)]
     owners = [[RewriteConfig(input="x", output="y", shard=f"{k}/3").in_shard(i) for k in range(3)] for i in ids]
     assert all(sum(o) == 1 for o in owners)
     assert min(sum(o[k] for o in owners) for k in range(3)) > 250  # roughly balanced
-    assert shard_of("abc", 4) == shard_of("abc", 4)
+    # shard workers are separate processes: every one must give a row the same shard
+    mine = [shard_of(i, 7) for i in ids[:50]]
+    assert in_other_process("from sdft.rewrite import shard_of", f"[shard_of(i, 7) for i in {ids[:50]!r}]") == mine
 
 
 @pytest.mark.parametrize("bad", ["2/2", "1", "a/b", "-1/2"])

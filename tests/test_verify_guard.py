@@ -120,18 +120,19 @@ def test_registry_names() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "options"),
+    ("name", "options", "built"),
     [
-        ("regex", {"pattern": r"(\d+)"}),
-        ("code", {"timeout_s": 2, "memory_mb": 256, "tests_field": "tests"}),
-        ("math", {"rel_tol": 1e-4}),
-        ("exact", {"normalize": False}),
-        ("tool_call", {}),  # "_" is accepted for "-"
-        ("MATH", {}),
+        ("regex", {"pattern": r"(\d+)"}, "regex"),
+        ("code", {"timeout_s": 2, "memory_mb": 256, "tests_field": "tests"}, "code"),
+        ("math", {"rel_tol": 1e-4}, "math"),
+        ("exact", {"normalize": False}, "exact"),
+        ("tool_call", {}, "tool-call"),  # "_" is accepted for "-"
+        ("MATH", {}, "math"),
     ],
 )
-def test_get_verifier_options(name: str, options: dict[str, Any]) -> None:
+def test_get_verifier_options(name: str, options: dict[str, Any], built: str) -> None:
     verifier = get_verifier(name, **options)
+    assert verifier.name == built  # an alias builds the verifier it names, not just any verifier
     for key, value in options.items():
         got = getattr(verifier, key)
         assert (got.pattern if key == "pattern" else got) == value

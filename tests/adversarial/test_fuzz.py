@@ -2,8 +2,8 @@
 and pathological text into every verifier. Loaders raise nothing but InputError; verifiers
 raise nothing at all, and no call exceeds its limit.
 
-Derandomized with fixed example counts (CI-stable, about half a minute in all); no example
-database is written.
+Derandomized with fixed example counts (CI-stable, about half a minute in all; the fast tier runs a
+quarter of them); no example database is written.
 """
 
 from __future__ import annotations
@@ -34,7 +34,14 @@ from sdft.verify.watchdog import warm_up  # noqa: E402
 CHECK_LIMIT_S = 2.0  # a direct check
 VERIFY_LIMIT_S = DEFAULT_BUDGET_S + 1.0  # verify(): its budget, plus stopping a worker that overran it
 
-FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=60,
+
+def examples(full: int) -> int:
+    """``full`` examples, scaled by the loaded hypothesis profile: the default profile (100) runs them
+    all; the fast tier's profile (``pytest --fast``, tests/conftest.py) a deterministic quarter."""
+    return max(10, full * settings.default.max_examples // 100)
+
+
+FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=examples(60),
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
 
@@ -150,7 +157,7 @@ def _bounded(fn: Any, *args: Any) -> Any:
     return result
 
 
-@settings(FUZZ, max_examples=100)
+@settings(FUZZ, max_examples=examples(100))
 @given(text=texts, reference=st.sampled_from(REFERENCES) | texts)
 def test_random_text_into_every_verifier(text: str, reference: str) -> None:
     for verifier in VERIFIERS.values():
@@ -158,7 +165,7 @@ def test_random_text_into_every_verifier(text: str, reference: str) -> None:
         assert isinstance(_bounded(verify, text, "stop", reference, {}, verifier), Verdict)
 
 
-@settings(FUZZ, max_examples=100)
+@settings(FUZZ, max_examples=examples(100))
 @given(text=texts)
 def test_random_text_into_every_extractor_and_scanner(text: str) -> None:
     _bounded(extract_answer, text)

@@ -1,18 +1,16 @@
 """Data loaders against hostile files: every failure is one InputError line, never a traceback.
 
 Each reported example is loaded in-process (the message must name the file, the line or row,
-the field, what was expected and what to do) and through the real CLI
-(``python -m sdft rewrite BAD -o out.jsonl --dry-run``: exit code 2, one stderr line, the input
-untouched, no output written).
+the field, what was expected and what to do) and through the CLI's entry point
+(``sdft rewrite BAD -o out.jsonl --dry-run``: exit code 2, one stderr line, the input untouched,
+no output written).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,6 +18,8 @@ import pytest
 
 from sdft.data import DataSpec, content_id, load_examples
 from sdft.errors import InputError
+
+from . import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 ROW = b'{"question": "What is 2 + 2?", "answer": "4"}\n'
@@ -83,10 +83,7 @@ def test_hostile_file_is_one_input_error(tmp_path: Path, case: str) -> None:
 
 
 def _cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                **(env or {})}
-    return subprocess.run([sys.executable, "-m", "sdft", *args], capture_output=True, text=True, env=full_env,
-                          timeout=120, cwd=ROOT)
+    return run_cli(args, cwd=ROOT, env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})})
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

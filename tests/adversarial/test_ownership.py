@@ -1,7 +1,8 @@
 """sdft deletes or replaces only what it wrote, and bad paths fail with one line, not a traceback.
 
-Each test drives the real CLI (``python -m sdft ...``) the way a user would, expects exit code
-2 with a one-line ``error:`` and no traceback, and shows the inputs byte-identical afterwards.
+Each test drives the real CLI entry point (``sdft ...``, in process; ``python -m sdft`` where the
+process matters) the way a user would, expects exit code 2 with a one-line ``error:`` and no
+traceback, and shows the inputs byte-identical afterwards.
 Rewrites use ``--model /nonexistent/model``: these refusals must come before any model is
 resolved or loaded, so reaching the model would fail with another message.
 """
@@ -18,15 +19,20 @@ import pytest
 
 from sdft.store import StageRunner, iter_jsonl
 
+from . import run_cli
+
 ROOT = Path(__file__).resolve().parents[2]
 NO_MODEL = ["--model", "/nonexistent/model", "--backend", "hf"]
 ROWS = [{"question": f"What is {i} + {i}?", "answer": f"{i} + {i} = {2 * i}\n#### {2 * i}"} for i in range(3)]
 
 
 def sdft(*args: str | Path, cwd: Path | None = None, umask: int | None = None) -> subprocess.CompletedProcess:
+    """``sdft ARGS``: through the entry point in this process, or as ``python -m sdft`` under ``umask``."""
+    if umask is None:
+        return run_cli(list(args), cwd=cwd, env={"COLUMNS": "200"})
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "sdft", *map(str, args)], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=300, preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
+                          text=True, timeout=300, preexec_fn=lambda: os.umask(umask))
 
 
 def refused(proc: subprocess.CompletedProcess, *needles: str) -> str:
@@ -170,7 +176,7 @@ def test_merge_refuses_a_truncated_shard_line(tmp_path):
     m["files"]["records"].update(bytes=recs.stat().st_size, sha256=__import__("hashlib").sha256(
         recs.read_bytes()).hexdigest())
     Path(f"{parts[1]}.manifest.json").write_text(json.dumps(m))
-    refused(sdft("merge", *parts, "-o", tmp_path / "m.jsonl"), "not valid JSON", "line")
+    refused(sdft("merge", *parts, "-o", tmp_path / "m.jsonl"), "malformed JSON", "line")
     assert snapshot(recs) == {str(recs): before[str(recs)]} and not (tmp_path / "m.jsonl").exists()
 
 
