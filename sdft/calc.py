@@ -96,6 +96,8 @@ def generate_with_calculator(engine: Engine, prompts: Sequence[Prompt], sampling
         progress(len(prompts) - reported)
     results: list[list[Completion]] = [[] for _ in prompts]
     for s in seqs:
+        if s.calls:
+            _fit(s, tokenizer, configs[s.prompt].max_new_tokens, correct)
         results[s.prompt].append(Completion(text=s.text, finish_reason=s.finish, num_tokens=s.tokens))
     return [Generation(completions=c) for c in results]
 
@@ -115,6 +117,26 @@ def _correct_one(s: _Seq, correct: Corrector, tokenizer: object, budget: int) ->
         s.finish = "length"
         return False
     return True
+
+
+def _fit(s: _Seq, tokenizer: object, budget: int, correct: Corrector) -> None:
+    """Count the final text's tokens; cut it to the budget if the splices made it longer.
+
+    Text spliced at a token boundary can tokenize into a few more tokens than were generated, and an
+    answer must never exceed ``max_new_tokens`` whatever decoding produced it. A cut that leaves a
+    partial (so wrong) result drops that result.
+    """
+    if tokenizer is None:
+        return
+    ids = tokenizer(s.text, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+    if len(ids) > budget:
+        s.text = tokenizer.decode(ids[:budget])  # type: ignore[attr-defined]
+        s.finish = "length"
+        fix = correct(s.text, 0)
+        if fix is not None:
+            s.text = s.text[:fix[0]]
+        ids = tokenizer(s.text, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+    s.tokens = min(len(ids), budget)
 
 
 def _count(tokenizer: object, text: str, fallback: int) -> int:

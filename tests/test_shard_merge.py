@@ -40,7 +40,10 @@ def test_two_shard_processes_plus_merge_equal_single_process(tiny_model_dir, tmp
     data.write_text("".join(json.dumps({"question": f"What is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1}"})
                             + "\n" for i in range(10)))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    common = ["--model", str(tiny_model_dir), "--backend", "hf", "--max-new-tokens", "12", "--gap-rows", "0"]
+    # greedy: hf draws samples from one generator per batch, so sampled candidates depend on how rows are
+    # batched (vLLM seeds each request); the greedy ladder is batch-independent on both
+    common = ["--model", str(tiny_model_dir), "--backend", "hf", "--max-new-tokens", "12", "--gap-rows", "0",
+              "--samples", "1"]
 
     def cli(*args: str) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "sdft.cli", "rewrite", str(data), *args, *common], env=env,

@@ -223,7 +223,7 @@ def prepare_training_data(cfg: CompareConfig, split: TaskSplit, plan: _Plan, say
 def _rewrite(cfg: CompareConfig, m: Method, split: TaskSplit, plan: _Plan, say: Callable[[str], None],
              on_progress: ProgressCb | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from sdft.rewrite import run_rewrite
-    from sdft.store import iter_jsonl
+    from sdft.store import iter_kept
 
     rcfg = cfg.rewrite_config(m, split.train_file)
     key = cfg.rewrite_key(m)
@@ -233,8 +233,7 @@ def _rewrite(cfg: CompareConfig, m: Method, split: TaskSplit, plan: _Plan, say: 
     res = run_rewrite(rcfg, notice=say,
                       on_progress=staged(on_progress, "rewrite"))
     plan.timing(f"rewrite-{key}", time.time() - t, res.cached)
-    rows = [{"messages": r["messages"], "response": r["response"]} for r in iter_jsonl(res.output)
-            if r["status"] != "dropped"]
+    rows = [{"messages": r["messages"], "response": r["response"]} for r in iter_kept(res.output)]
     man = res.manifest
     prov = {"answers": "rewrite", "output": str(res.output), "config_hash": man.get("config_hash"),
             "rows": man.get("rows"), "acceptance_rate": man.get("acceptance_rate"), "gap": man.get("gap")}
