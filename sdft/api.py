@@ -240,8 +240,8 @@ def evaluate(config: Any = None, /, *, base: str | None = None,
         ``gate_failures``.
 
     Raises:
-        ConfigError: invalid settings; InputError: a bad probe file or model path;
-        GateFailed: with ``gate=True``, a suite dropped more than allowed.
+        ConfigError: invalid settings, a missing model or probe file (before any model loads);
+        InputError: a bad probe file; GateFailed: with ``gate=True``, a suite dropped more than allowed.
     """
     from sdft.eval import EvalConfig, check_gate, run_eval
 
@@ -255,6 +255,9 @@ def evaluate(config: Any = None, /, *, base: str | None = None,
     given = _given(base=base, tuned=None if tuned is None else [str(t) for t in tuned],
                    output_dir=None if output_dir is None else str(output_dir))
     cfg = _config(EvalConfig, cfg_in, {**given, **settings})
+    from sdft.preflight import check
+
+    check(cfg)  # a missing tuned model or probe file fails here, before the base model answers anything
     report = run_eval(cfg, on_progress=on_progress, notice=notice)
     if gate:
         check_gate(report)

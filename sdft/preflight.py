@@ -171,12 +171,12 @@ def hub_problems(repo_id: str | None) -> list[str]:
 
 def verifier_problems(name: str, options: Mapping[str, Any], where: str = "verifier") -> list[str]:
     """Build the verifier once: unknown names, unknown options and bad values show here."""
-    if name == "auto" and not options:
-        return []
+    if name == "auto":
+        return []  # resolved from the data when the run reads it; its options are checked then
     from sdft.verify import get_verifier
 
     try:
-        get_verifier("none" if name == "auto" else name, **dict(options))
+        get_verifier(name, **dict(options))
     except ConfigError as e:
         return [f"{where}: {p}" for p in e.problems]
     return []

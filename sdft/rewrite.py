@@ -406,6 +406,7 @@ def _source_stage(engine: Engine, source: str, rows: list[Example], own: dict[st
     k = int(ctx.cfg.source_samples.get(source, ctx.sampling.n))
     out: dict[str, list[Candidate]] = {}
     todo: list[tuple[Example, Any]] = []  # (row, request)
+    fresh_own: dict[str, list[Candidate]] = {}
     for ex in rows:
         cached = stage.get(ex.id)
         if cached is not None:
@@ -414,17 +415,23 @@ def _source_stage(engine: Engine, source: str, rows: list[Example], own: dict[st
         reqs = build_requests(source, ex, verifier=ctx.verifier, rewrite_prompt=ctx.prompt, k=k,
                               own_answer=(own.get(ex.id) or {}).get("text"), render=engine.render,
                               own_prefix=ctx.cfg.own_prefix)
+        if source == "own" and k <= 1 and own.get(ex.id):
+            reqs = []  # one own candidate is the greedy answer already generated: do not generate it twice
+            o = own[ex.id]
+            fresh_own.setdefault(ex.id, []).append(
+                Candidate(o["text"], o["finish_reason"], o["num_tokens"], PASS, source=source))
+            continue
         if not reqs:  # e.g. no final answer to hint at: nothing from this source
             out[ex.id] = []
             stage.put_many({ex.id: {"candidates": []}})
         todo.extend((ex, r) for r in reqs)
-    if not todo:
+    if not todo and not fresh_own:
         return out
     base = ctx.sampling
     configs = [SamplingConfig(temperature=base.temperature if r.n > 1 or k > 1 else 0.0, top_p=base.top_p,
                               max_new_tokens=base.max_new_tokens, n=r.n, seed=base.seed) for _, r in todo]
-    gens = _generate_source(engine, ctx, [r.prompt for _, r in todo], configs, source)
-    fresh: dict[str, list[Candidate]] = {}
+    gens = _generate_source(engine, ctx, [r.prompt for _, r in todo], configs, source) if todo else []
+    fresh: dict[str, list[Candidate]] = fresh_own
     for (ex, r), g in zip(todo, gens, strict=True):
         cands = fresh.setdefault(ex.id, [])
         if source == "own" and own.get(ex.id) and not cands:  # the greedy answer is an own candidate too
@@ -433,7 +440,7 @@ def _source_stage(engine: Engine, source: str, rows: list[Example], own: dict[st
         extra = _token_count(engine, r.prefix)
         cands.extend(Candidate(r.prefix + c.text, c.finish_reason, c.num_tokens + extra, PASS, source=source)
                      for c in g.completions)
-    by_id = {ex.id: ex for ex, _ in todo}
+    by_id = {ex.id: ex for ex in rows}
     jobs = [(by_id[rid], c) for rid, cands in fresh.items() for c in cands]
     verdicts = _verify_all(jobs, ctx.verifier, ctx.verify)
     for (ex, c), v in zip(jobs, verdicts, strict=True):

@@ -110,6 +110,9 @@ def test_every_function_validates_like_its_command(tmp_path, isolated):
         sdft.evaluate(suites=["nope"], output_dir=str(tmp_path / "eval"))
     with pytest.raises(ConfigError, match="unknown key"):
         sdft.evaluate(sutes=["safety"], output_dir=str(tmp_path / "eval"))
+    with pytest.raises(ConfigError, match="no-such-tuned-model"):  # before the base model answers anything
+        sdft.evaluate(tuned=str(tmp_path / "no-such-tuned-model"), suites=["safety"], limit=1,
+                      output_dir=str(tmp_path / "eval"))
     with pytest.raises(ConfigError, match="nope"):
         sdft.compare(data={"path": "example:arith"}, model=NO_MODEL, methods=["sft", "nope"],
                      output_dir=str(tmp_path / "cmp"))

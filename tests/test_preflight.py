@@ -152,3 +152,12 @@ def test_check_raises_one_error(tmp_path):
     with pytest.raises(ConfigError, match="2 problems"):
         check(ReplayConfig(output="", model=f"{NOWHERE}/m"))
     assert problems(ReplayConfig(output=str(Path(tmp_path) / "o.jsonl"), model="smollm2-135m-instruct")) == []
+
+
+def test_verifier_options_under_auto_wait_for_the_resolved_verifier():
+    """--verifier auto resolves from the data (math for GSM8K): its options are not checked against `none`."""
+    from sdft.preflight import verifier_problems
+
+    assert verifier_problems("auto", {"steps": False}) == []
+    assert verifier_problems("math", {"steps": False}) == []
+    assert verifier_problems("math", {"nope": 1})  # a named verifier still rejects unknown options

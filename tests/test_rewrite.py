@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from sdft.engines import SamplingConfig
 from sdft.errors import InputError
 from sdft.rewrite import RewriteConfig, run_rewrite
 from sdft.store import iter_jsonl, iter_records, read_manifest
@@ -70,6 +71,19 @@ def test_best_of_k_drop_and_candidates(vllm_tiny, gsm8k_file, tmp_path):
     assert all(r["attempts"] == 3 and len(r["candidates"]) == 3 for r in rows)
     assert all(r["status"] == "dropped" and r["response"] is None for r in rows)
     assert out.read_text() == "" and len(list(iter_jsonl(tmp_path / "o.jsonl.rejected.jsonl"))) == 6
+
+
+def test_greedy_own_source_reuses_the_greedy_answer(vllm_tiny, gsm8k_file, tmp_path):
+    """With one greedy sample, the own source's candidate is the greedy answer, generated once."""
+    out = tmp_path / "o.jsonl"
+    cfg = RewriteConfig(input=str(gsm8k_file), output=str(out), model=vllm_tiny.model_path, samples=1,
+                        max_new_tokens=8, gap_rows=0, sources=["own", "original"], limit=3)
+    res = run_rewrite(cfg, engine=vllm_tiny)
+    rows = rows_of(out)
+    assert [len(r["candidates"]) for r in rows] == [1, 1, 1]
+    greedy = vllm_tiny.generate([r["messages"] for r in rows], SamplingConfig(max_new_tokens=8, seed=0))
+    assert [r["candidates"][0]["text"] for r in rows] == [g.completions[0].text for g in greedy]
+    assert res.manifest["sources"]["own"]["candidates"] == 3
 
 
 def test_cache_conflict_overwrite_and_larger_limit(vllm_tiny, gsm8k_file, tmp_path):

@@ -16,7 +16,7 @@ The base sets the reference and a tuned model that forgot how it used to answer 
 The raw token-weighted NLL is in the report too. An empty base answer has nothing to score: its
 item has no value (``reason`` "empty") and is left out.
 
-Default prompts: 120 general requests written by the sdft project (``sdft/assets/drift_prompts.jsonl``:
+Default prompts: 135 general requests written by the sdft project (``sdft/assets/drift_prompts.jsonl``:
 everyday questions, explanations, short writing tasks, advice); any prompt file works.
 """
 
