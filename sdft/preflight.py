@@ -275,7 +275,7 @@ def train_problems(cfg: Any, *, write: bool = True) -> list[str]:
 
 
 def eval_problems(cfg: Any, *, write: bool = True, tuned_exist: bool = True) -> list[str]:
-    """An eval: every model and its name, probe files, the gate, the output folder, the server.
+    """An eval: every model and its name, probe files, the task verifier, the gate, the output folder, the server.
 
     Args:
         tuned_exist: False while validating a recipe whose tuned model is made later.
@@ -296,7 +296,10 @@ def eval_problems(cfg: Any, *, write: bool = True, tuned_exist: bool = True) -> 
         unread.add(suite)
         if suite != "task" or _looks_local(path):
             found.append(f"data.{suite}: {path}: no such file")
-    found += probe_problems(cfg, skip=unread)
+    bad_verifier = verifier_problems(cfg.task_verifier, cfg.task_verifier_options, "task_verifier")
+    if bad_verifier:
+        unread.add("task")  # the task suite cannot be built without its verifier
+    found += bad_verifier + probe_problems(cfg, skip=unread)
     found += _server_problems(cfg)
     return found + folder_problem(cfg.output_dir, "output_dir")
 
