@@ -245,7 +245,8 @@ def test_missing_data_hides_no_other_problem(tmp_path, capfd):
     wrong_type = tmp_path / "probes.md"
     wrong_type.write_text("# not a probe file\n")
     overrides = [f"data.path={tmp_path / 'none.jsonl'}", f"eval.data.tool-use={tmp_path / 'none2.jsonl'}",
-                 f"eval.data.safety={wrong_type}", f"eval.data.over-refusal={bad_rows}", "rewrite.verifier=bogus"]
+                 f"eval.data.safety={wrong_type}", f"eval.data.over-refusal={bad_rows}", "rewrite.verifier=bogus",
+                 "train.finetune=full"]  # full: no LoRA check (it imports transformers: not for the fast tier)
     with pytest.raises(ConfigError) as e:
         validate_recipe("openfunctions", overrides)
     found = e.value.problems
