@@ -50,7 +50,13 @@ def test_configs_touch_no_disk_and_no_model(monkeypatch):
     monkeypatch.setattr(sdft.sandbox, "_PROBED", None)  # not probed yet: sandbox="strict" would probe it now
 
     model = f"{NOWHERE}/model"
+    from sdft.data import DataSpec
+    from sdft.engines import EngineOptions, SamplingConfig
+
     with no_disk():
+        DataSpec(path=f"{NOWHERE}/d.jsonl", format="messages", limit=3)
+        SamplingConfig(temperature=0.7, n=2, stop=["x"])
+        EngineOptions(kv_cache_gib=0.5)
         RewriteConfig(input=f"{NOWHERE}/d.jsonl", output=f"{NOWHERE}/o.jsonl", model=model,
                       template=f"{NOWHERE}/t.j2")
         ReplayConfig(output=f"{NOWHERE}/r.jsonl", model=model)
