@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
@@ -61,7 +62,7 @@ def check_literals(obj: Any) -> list[str]:
         choices = literal_choices(hints.get(f.name))
         value = getattr(obj, f.name)
         if choices is not None and value not in choices and not (value is None and _optional(hints[f.name])):
-            problems.append(f"{f.name} must be {choices_text(choices)}, got {value!r}")
+            problems.append(f"{f.name} must be {choices_text(choices)}, got {shown(value)}")
     return problems
 
 
@@ -77,6 +78,15 @@ def help_of(cls: type, name: str) -> str:
     return ""
 
 
+def shown(value: Any, limit: int = 120) -> str:
+    """``repr(value)`` for a problem line: clipped to ``limit`` characters, a huge integer by its size
+    (its repr fails beyond 4300 digits)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 4 * limit:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -88,86 +98,115 @@ def _coerce(value: Any, tp: Any, where: str, problems: list[str], refused: Mappi
     """
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errs: list[str] = []
-        for a in args:
-            if a is type(None):
-                continue
-            sub: list[str] = []
-            out = _coerce(value, a, where, sub, refused)
-            if not sub:
-                return out
-            errs.extend(sub)
-        problems.append(errs[0] if errs else f"{where}: invalid value {value!r}")
-        return value
+        return _coerce_union(value, typing.get_args(tp), where, problems, refused)
     if origin is typing.Literal:
         choices = typing.get_args(tp)
         if value not in choices:
-            problems.append(f"{where} must be {choices_text(choices)}, got {value!r}")
+            problems.append(f"{where} must be {choices_text(choices)}, got {shown(value)}")
         return value
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, Mapping):
-            problems.append(f"{where}: expected a mapping of {_type_name(tp)} fields, got {value!r}")
+            problems.append(f"{where}: expected a mapping of {_type_name(tp)} fields, got {shown(value)}")
             return value
         return _build(tp, value, where, problems, refused)
     if origin in (list, tuple):
-        if isinstance(value, str):  # "a,b,c" from the command line
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            problems.append(f"{where}: expected a list, got {value!r}")
-            return value
-        args = typing.get_args(tp)
-        item_tp = args[0] if args else Any
-        items = [_coerce(v, item_tp, f"{where}[{i}]", problems) for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
+        return _coerce_list(value, tp, where, problems)
     if origin is dict or tp is dict:
         if not isinstance(value, Mapping):
-            problems.append(f"{where}: expected a mapping, got {value!r}")
+            problems.append(f"{where}: expected a mapping, got {shown(value)}")
         return dict(value) if isinstance(value, Mapping) else value
-    if tp is Any:
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
-        problems.append(f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool):
-            problems.append(f"{where}: expected an integer, got {value!r}")
-            return value
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        problems.append(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        problems.append(f"{where}: expected a number, got {value!r}")
-        return value
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        problems.append(f"{where}: expected a string, got {value!r}")
-        return value
+    if tp in _SCALARS:
+        convert, expected = _SCALARS[tp]
+        try:
+            return convert(value)
+        except _Expected as e:
+            problems.append(f"{where}: expected {e}, got {shown(value)}")
+        except (ValueError, OverflowError):
+            problems.append(f"{where}: expected {expected}, got {shown(value)}")
     return value
+
+
+def _coerce_union(value: Any, args: tuple[Any, ...], where: str, problems: list[str],
+                  refused: Mapping[str, str] | None) -> Any:
+    """``X | Y | None``: the first member type the value fits; else the first member's problem."""
+    if value is None and type(None) in args:
+        return None
+    errs: list[str] = []
+    for a in args:
+        if a is type(None):
+            continue
+        sub: list[str] = []
+        out = _coerce(value, a, where, sub, refused)
+        if not sub:
+            return out
+        errs.extend(sub)
+    problems.append(errs[0] if errs else f"{where}: invalid value {shown(value)}")
+    return value
+
+
+def _coerce_list(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
+    """``list[X]`` / ``tuple[X, ...]``, each item checked; ``"a,b,c"`` (the command line) is split."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)):
+        problems.append(f"{where}: expected a list, got {shown(value)}")
+        return value
+    args = typing.get_args(tp)
+    item_tp = args[0] if args else Any
+    items = [_coerce(v, item_tp, f"{where}[{i}]", problems) for i, v in enumerate(value)]
+    return tuple(items) if typing.get_origin(tp) is tuple else items
+
+
+# Scalars: a value of the type (bool is not a number), or its text from the command line or YAML.
+
+
+class _Expected(ValueError):
+    """A converter's own words for what was expected (else the type's, from :data:`_SCALARS`)."""
+
+
+_TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in (*_TRUE, *_FALSE):
+        return value.lower() in _TRUE
+    raise ValueError
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return int(value)  # ValueError for "x", "1.5" and more than 4300 digits
+    raise ValueError
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        out = float(value)  # OverflowError for an int beyond float's range
+        if math.isfinite(out):
+            return out
+        raise _Expected("a finite number")  # no setting means inf or nan ("1e999", ".inf", 400 digits)
+    raise ValueError
+
+
+def _to_str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError
+
+
+#: type -> (converter raising ValueError or OverflowError, what a problem says was expected)
+_SCALARS: dict[type, tuple[Callable[[Any], Any], str]] = {
+    bool: (_to_bool, "true/false"), int: (_to_int, "an integer"), float: (_to_float, "a number"),
+    str: (_to_str, "a string"),
+}
 
 
 def _build(cls: type[T], data: Mapping[str, Any], where: str, problems: list[str],
@@ -234,7 +273,7 @@ def build(cls: type[T], data: Mapping[str, Any]) -> tuple[T | None, list[str]]:
     refused the remaining values.
     """
     if not isinstance(data, Mapping):
-        return None, [f"expected a mapping of {_type_name(cls)} fields, got {data!r}"]
+        return None, [f"expected a mapping of {_type_name(cls)} fields, got {shown(data)}"]
     problems: list[str] = []
     obj = _build(cls, data, "", problems)
     return obj, problems
@@ -285,8 +324,8 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
         key, raw = item.split("=", 1)
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            value = raw
+        except (yaml.YAMLError, ValueError, RecursionError):  # not YAML, >4300 digits, nested too deep
+            value = raw  # the text itself: the config's type check names what was expected
         node = out
         parts = key.strip().split(".")
         for p in parts[:-1]:
@@ -321,6 +360,12 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         mark = getattr(e, "problem_mark", None)
         loc = f" line {mark.line + 1}" if mark else ""
         raise InputError(f"{p}:{loc}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{p}: not UTF-8 text (byte {e.start}): save the recipe as UTF-8") from None
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise InputError(f"{p}: a value YAML cannot read ({str(e).split(':')[0]})") from None
+    except RecursionError:
+        raise InputError(f"{p}: nested too deeply to read") from None
     if not isinstance(data, dict):
         raise InputError(f"{p}: a recipe must be a YAML mapping, got {type(data).__name__}")
     return data

@@ -103,36 +103,19 @@ def merged_adapter(adapter: Path, *, log: Callable[[str], None] | None = None) -
     files = sorted(f for f in adapter.resolve().rglob("*") if f.is_file())
     stamp = "|".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
     name = f"adapter-{adapter.resolve().name}-{hashlib.sha256(stamp.encode()).hexdigest()[:12]}"
-    root = sdft_home() / "models"
-    target = root / name
-    if (target / "config.json").exists():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target / "config.json").exists():
-            merge_adapter(adapter, target, log=log)
-    return target
+    return _cached_once(name, lambda target: merge_adapter(adapter, target, log=log))
 
 
 def materialise_gguf(gguf: Path, *, name: str, log: Callable[[str], None] | None = None) -> Path:
     """Convert a GGUF file into a plain float32 HF folder under the cache, once.
 
-    Safe under concurrent first use: a lock file serialises the conversion, which writes into
-    a temporary sibling folder and renames it into place atomically.
+    The conversion writes into a temporary sibling folder and renames it into place atomically
+    (see :func:`_cached_once` for concurrent first uses).
     """
-    root = sdft_home() / "models"
-    target = root / name
-    if (target / "config.json").exists():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (target / "config.json").exists():  # another process finished while we waited
-            return target
+    def convert(target: Path) -> None:
         if log:
             log(f"converting {gguf.name} into a Hugging Face folder at {target} (once)")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
         try:
             _convert(gguf, tmp)
             if target.exists():  # a stale, incomplete folder from a crash before the rename
@@ -141,6 +124,25 @@ def materialise_gguf(gguf: Path, *, name: str, log: Callable[[str], None] | None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+    return _cached_once(name, convert)
+
+
+def _cached_once(name: str, build: Callable[[Path], Any]) -> Path:
+    """``SDFT_HOME/models/NAME``, made by ``build(target)`` on first use only.
+
+    A folder with ``config.json`` there is complete (``build`` must write it atomically). A lock
+    file serialises concurrent first uses: the others wait, then find the folder made.
+    """
+    root = sdft_home() / "models"
+    target = root / name
+    if (target / "config.json").exists():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "config.json").exists():  # another process may have made it while we waited
+            build(target)
     return target
 
 
@@ -213,18 +215,28 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base: str | None
     return out
 
 
-def _adapter_base(adapter: Path, base: str | None, log: Callable[[str], None] | None) -> str:
-    """The resolved base model of an adapter folder: ``base`` if given, else the recorded one."""
-    cfg_file = adapter / "adapter_config.json"
+def recorded_base(adapter: str | Path) -> str | None:
+    """The ``base_model_name_or_path`` an adapter folder's ``adapter_config.json`` records (None: none).
+
+    Raises:
+        InputError: not an adapter folder, or an unreadable adapter config.
+    """
+    cfg_file = Path(adapter) / "adapter_config.json"
     if not cfg_file.is_file():
         raise InputError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json)")
     try:
         recorded = json.loads(cfg_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, RecursionError, ValueError) as e:
         raise InputError(f"{cfg_file}: unreadable adapter config ({type(e).__name__}: {e})") from e
-    chosen = base or recorded
-    if not chosen or not isinstance(chosen, str):
-        raise InputError(f"{cfg_file}: no base_model_name_or_path recorded; pass the base model explicitly")
+    return recorded if isinstance(recorded, str) and recorded.strip() else None
+
+
+def _adapter_base(adapter: Path, base: str | None, log: Callable[[str], None] | None) -> str:
+    """The resolved base model of an adapter folder: ``base`` if given, else the recorded one."""
+    chosen = base or recorded_base(adapter)
+    if not chosen:
+        raise InputError(f"{adapter / 'adapter_config.json'}: no base_model_name_or_path recorded; "
+                         f"pass the base model explicitly")
     return resolve_model(chosen, log=log)
 
 

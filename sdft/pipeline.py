@@ -178,33 +178,10 @@ def run_pipeline(cfg: PipelineConfig, *, on_progress: Progress | None = None,
     say = notice or (lambda _m: None)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
     manifest: dict[str, Any] = {"kind": "sdft-train", "method": cfg.method, "config": to_dict(cfg)}
-    rewrite_out = None
     t = time.time()
-    rank, world = dist.rank(), dist.world_size()
-    if cfg.method == "sdft":
-        from sdft.rewrite import run_rewrite
-
-        if rank != 0:  # under torchrun / accelerate: rank 0 rewrites, the others then read its cached output
-            _wait_for(cfg.rewrite_output, say)
-        res = run_rewrite(cfg.rewrite_config(), notice=say, on_progress=staged(on_progress, "rewrite"))
-        rewrite_out = res.output
-        # the kept rows' records (prompt + kept answer), whatever --format the training file has
-        rows = [{"messages": r["messages"], "response": r["response"]} for r in iter_kept(res.output)]
-        manifest["rewrite"] = {"output": str(res.output), "cached": res.cached, "rows": res.manifest["rows"],
-                               "acceptance_rate": res.manifest["acceptance_rate"], "gap": res.manifest.get("gap"),
-                               "config_hash": res.manifest["config_hash"]}
-    else:
-        rows = [{"messages": ex.messages, "response": ex.answer} for ex in iter_examples(cfg.data.spec())]
-    timings["rewrite"] = round(time.time() - t, 2)
-
-    if cfg.replay and cfg.replay_ratio > 0:
-        from sdft.mix import mix_replay
-
-        rows, mix = mix_replay(rows, cfg.replay, cfg.replay_ratio, cfg.seed)
-        manifest["replay"] = mix
-        say(f"mixed in {mix['replay_used']} replay rows from {cfg.replay}")
+    rows, rewrite_out = _training_rows(cfg, manifest, say, on_progress)
+    timings = {"rewrite": round(time.time() - t, 2)}
 
     from sdft.train import train
 
@@ -218,39 +195,81 @@ def run_pipeline(cfg: PipelineConfig, *, on_progress: Progress | None = None,
                                                             "tokens_per_second", "runtime_seconds", "data")}
     manifest["model_dir"] = str(tres.final_dir)
     manifest["merged_dir"] = str(tres.merged_dir) if tres.merged_dir else None
-    manifest["world_size"] = world
-    if rank != 0:  # only rank 0 saved the model; it alone asks, evaluates and writes run.json
+    manifest["world_size"] = dist.world_size()
+    if dist.rank() != 0:  # only rank 0 saved the model; it alone asks, evaluates and writes run.json
         return PipelineResult(out, rewrite_out, tres.final_dir, tres.merged_dir, manifest)
 
     answer = report = None
     if cfg.ask and tres.merged_dir is not None:
-        from sdft.engines import EngineOptions, SamplingConfig, load_engine
-
-        # the tuned model is not on a server: asking it needs an in-process engine
-        backend = "auto" if cfg.rewrite.backend == "openai" else cfg.rewrite.backend
-        engine = load_engine(str(tres.merged_dir), backend, EngineOptions(kv_cache_gib=0.5), notice=say)
-        try:
-            gen = engine.generate([[{"role": "user", "content": cfg.ask}]], SamplingConfig(max_new_tokens=256))
-            answer = gen[0].completions[0].text
-        finally:
-            engine.close()
-        manifest["ask"] = {"question": cfg.ask, "answer": answer, "backend": engine.name}
-
+        answer = _ask(cfg, tres.merged_dir, manifest, say)
     if cfg.eval is not None:
-        from sdft.eval.run import run_eval
-
-        tuned = str(tres.merged_dir or tres.final_dir)
-        ecfg = cfg.eval_config([f"{cfg.method}={tuned}"])
-        from sdft.preflight import check
-
-        check(ecfg)  # the tuned model exists only now
-        report = run_eval(ecfg, notice=say, on_progress=staged(on_progress, "eval"))
-        manifest["eval"] = {"output_dir": str(out / "eval"), "report": report.path,
-                            "gate_failures": report.gate_failures}
+        report = _evaluate(cfg, tres.merged_dir or tres.final_dir, manifest, say, on_progress)
     manifest["timings"] = timings
     log_run_summary(tcfg.report_to, out, manifest, report)
     atomic_write_json(out / "run.json", json.loads(json.dumps(manifest, default=str)))
     return PipelineResult(out, rewrite_out, tres.final_dir, tres.merged_dir, manifest, answer, report)
+
+
+def _training_rows(cfg: PipelineConfig, manifest: dict[str, Any], say: Callable[[str], None],
+                   on_progress: Progress | None) -> tuple[list[dict[str, Any]], Path | None]:
+    """The rows to train on (``messages`` + ``response``) and the rewrite output (sdft only).
+
+    sdft: the kept rewrites (rank 0 rewrites, the other ranks wait for its cached output); sft:
+    the original answers. Replay rows are mixed in at ``replay_ratio``. Fills ``manifest``'s
+    ``rewrite`` and ``replay`` entries.
+    """
+    rewrite_out = None
+    if cfg.method == "sdft":
+        from sdft.rewrite import run_rewrite
+
+        if dist.rank() != 0:  # under torchrun / accelerate: rank 0 rewrites, the others read its cached output
+            _wait_for(cfg.rewrite_output, say)
+        res = run_rewrite(cfg.rewrite_config(), notice=say, on_progress=staged(on_progress, "rewrite"))
+        rewrite_out = res.output
+        # the kept rows' records (prompt + kept answer), whatever --format the training file has
+        rows = [{"messages": r["messages"], "response": r["response"]} for r in iter_kept(res.output)]
+        manifest["rewrite"] = {"output": str(res.output), "cached": res.cached, "rows": res.manifest["rows"],
+                               "acceptance_rate": res.manifest["acceptance_rate"], "gap": res.manifest.get("gap"),
+                               "config_hash": res.manifest["config_hash"]}
+    else:
+        rows = [{"messages": ex.messages, "response": ex.answer} for ex in iter_examples(cfg.data.spec())]
+    if cfg.replay and cfg.replay_ratio > 0:
+        from sdft.mix import mix_replay
+
+        rows, mix = mix_replay(rows, cfg.replay, cfg.replay_ratio, cfg.seed)
+        manifest["replay"] = mix
+        say(f"mixed in {mix['replay_used']} replay rows from {cfg.replay}")
+    return rows, rewrite_out
+
+
+def _ask(cfg: PipelineConfig, merged_dir: Path, manifest: dict[str, Any], say: Callable[[str], None]) -> str:
+    """The tuned model's answer to ``cfg.ask`` (greedy, 256 tokens), also put in ``manifest["ask"]``."""
+    from sdft.engines import EngineOptions, SamplingConfig, load_engine
+
+    # the tuned model is not on a server: asking it needs an in-process engine
+    backend = "auto" if cfg.rewrite.backend == "openai" else cfg.rewrite.backend
+    engine = load_engine(str(merged_dir), backend, EngineOptions(kv_cache_gib=0.5), notice=say)
+    try:
+        gen = engine.generate([[{"role": "user", "content": cfg.ask}]], SamplingConfig(max_new_tokens=256))
+        answer = gen[0].completions[0].text
+    finally:
+        engine.close()
+    manifest["ask"] = {"question": cfg.ask, "answer": answer, "backend": engine.name}
+    return answer
+
+
+def _evaluate(cfg: PipelineConfig, tuned: Path, manifest: dict[str, Any], say: Callable[[str], None],
+              on_progress: Progress | None) -> Any:
+    """``sdft eval`` of the seed model against ``tuned`` into OUTPUT_DIR/eval (its EvalReport)."""
+    from sdft.eval.run import run_eval
+    from sdft.preflight import check
+
+    ecfg = cfg.eval_config([f"{cfg.method}={tuned}"])
+    check(ecfg)  # the tuned model exists only now
+    report = run_eval(ecfg, notice=say, on_progress=staged(on_progress, "eval"))
+    manifest["eval"] = {"output_dir": str(Path(cfg.output_dir) / "eval"), "report": report.path,
+                        "gate_failures": report.gate_failures}
+    return report
 
 
 def log_run_summary(report_to: str, out: Path, manifest: dict[str, Any], report: Any = None) -> list[str]:

@@ -275,7 +275,7 @@ def train_problems(cfg: Any, *, write: bool = True) -> list[str]:
 
 
 def eval_problems(cfg: Any, *, write: bool = True, tuned_exist: bool = True) -> list[str]:
-    """An eval: every model and its name, probe files, the gate, the output folder, the server.
+    """An eval: every model and its name, probe files, the task verifier, the gate, the output folder, the server.
 
     Args:
         tuned_exist: False while validating a recipe whose tuned model is made later.
@@ -289,23 +289,42 @@ def eval_problems(cfg: Any, *, write: bool = True, tuned_exist: bool = True) -> 
             found.append("backend openai: the server answers as one model, so it cannot be the base and a tuned "
                          "model at once: evaluate each model served at base_url in its own `sdft eval --model "
                          "MODEL --backend openai` run, or use backend vllm/hf")
-    remote = False
+    unread: set[str] = set()  # suites whose probe file is missing (reported) or on the Hub (read at the start)
     for suite, path in cfg.data.items():
         if not isinstance(path, str) or not path.strip() or _local(path):
             continue
-        if suite == "task" and not _looks_local(path):
-            remote = True  # a Hub dataset: read when the eval starts
-        else:
+        unread.add(suite)
+        if suite != "task" or _looks_local(path):
             found.append(f"data.{suite}: {path}: no such file")
-    if not found and not remote:
-        try:  # every probe set is read now: a bad probe file fails before any model loads
-            from sdft.eval.run import load_suites
-
-            load_suites(cfg)
-        except InputError as e:
-            found.append(str(e))
+    bad_verifier = verifier_problems(cfg.task_verifier, cfg.task_verifier_options, "task_verifier")
+    if bad_verifier:
+        unread.add("task")  # the task suite cannot be built without its verifier
+    found += bad_verifier + probe_problems(cfg, skip=unread)
     found += _server_problems(cfg)
     return found + folder_problem(cfg.output_dir, "output_dir")
+
+
+def probe_problems(cfg: Any, skip: Iterable[str] = ()) -> list[str]:
+    """Read every suite's probe set now (a bad probe file fails before any model loads): one
+    problem per suite, so a bad file does not hide the next one.
+
+    Args:
+        cfg: an EvalConfig.
+        skip: suites not to read (their file is missing, or a Hub dataset read when the eval starts).
+    """
+    from sdft.eval.registry import get_suite
+
+    found = []
+    for name in cfg.suites:
+        if name in skip:
+            continue
+        try:
+            get_suite(name, cfg).probes(cfg.data.get(name), cfg.limit)
+        except ConfigError as e:
+            found += [f"data.{name}: {p}" for p in e.problems]
+        except InputError as e:
+            found.append(f"data.{name}: {e}")
+    return found
 
 
 def _looks_local(path: str) -> bool:

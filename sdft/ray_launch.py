@@ -31,7 +31,7 @@ import dataclasses
 import os
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,55 +101,27 @@ def run_rewrite_ray(
     """
     say = notice or (lambda _m: None)
     t0 = time.time()
-    problems = []
-    if cfg.shard is not None:
-        problems.append("shard and ray are exclusive: --ray N runs shards 0/N .. N-1/N itself")
-    if workers < 1:
-        problems.append(f"ray workers must be >= 1, got {workers}")
-    if gpus_per_worker is not None and gpus_per_worker < 0:
-        problems.append(f"gpus_per_worker must be >= 0, got {gpus_per_worker}")
-    if problems:
-        raise ConfigError(problems)
+    _check_arguments(cfg, workers, gpus_per_worker)
     ray = require_ray()
 
     # Read every row id before starting Ray: a bad row fails here in seconds, and the merge
     # needs the full id list to prove that no row was lost or written twice.
     from sdft.data import iter_examples
+    from sdft.rewrite import protected_paths
 
     expected = [ex.id for ex in iter_examples(cfg.data_spec())]
     output = Path(cfg.output)
     parts = part_paths(output, workers)
-    from sdft.formats import is_folder_format
-    from sdft.rewrite import protected_paths
-
-    # sdft's own files only, never an input; checked before Ray or any model starts.
-    check_output(output, folder=is_folder_format(cfg.output_format), protect=protected_paths(cfg))
-    old = read_manifest(output)
-    # An earlier --ray output at this path is rebuilt from the parts; another sdft output needs --overwrite.
-    ours = bool(old and old.get("ray"))
-    if output.exists() and not ours and not cfg.overwrite:
-        raise InputError(f"{output} exists and is not the output of an earlier --ray run: "
-                         f"pass --overwrite to replace it, or choose another -o path")
-
-    started_here = not ray.is_initialized()
-    if started_here:
-        kwargs: dict[str, Any] = {"address": address or None, "include_dashboard": False, "log_to_driver": False}
-        if not (address or os.environ.get("RAY_ADDRESS")):
-            # A new local cluster: every worker holds one CPU slot, so reserve at least one per
-            # worker, or the workers past the core count would wait instead of running.
-            kwargs["num_cpus"] = max(workers, os.cpu_count() or 1)
-        ray.init(**kwargs)
-    try:
+    old = _earlier_output(cfg)
+    with _ray_cluster(ray, address, workers):
         gpus = _gpus_per_worker(ray, cfg, gpus_per_worker, workers, say)
         outcomes = _run_workers(ray, cfg, parts, gpus, len(expected), on_progress, say)
         failed = {i: o for i, o in outcomes.items() if not o.get("ok")}
         if failed:
             raise _failure(failed, workers, parts)
-        if (output.exists() and old and not cfg.overwrite and all(o.get("cached") for o in outcomes.values())
-                and old.get("merged_from") == [str(p) for p in parts] and old.get("format") == cfg.output_format
-                and old.get("config_hash") == outcomes[0]["manifest"].get("config_hash")):
+        if _reusable(cfg, old, outcomes, parts):
             say(f"{output} is already complete for this config: reusing it (pass --overwrite to redo)")
-            return RewriteResult(output, old, cached=True)
+            return RewriteResult(output, old or {}, cached=True)
         merged = merge_outputs(parts, output, expected_ids=expected, overwrite=True, output_format=cfg.output_format,
                                protect=protected_paths(cfg))
         merged.update(
@@ -164,9 +136,64 @@ def run_rewrite_ray(
         )
         atomic_write_json(manifest_path(output), merged)
         return RewriteResult(output, merged)
+
+
+def _check_arguments(cfg: RewriteConfig, workers: int, gpus_per_worker: float | None) -> None:
+    """The launcher's own settings (every problem at once)."""
+    problems = []
+    if cfg.shard is not None:
+        problems.append("shard and ray are exclusive: --ray N runs shards 0/N .. N-1/N itself")
+    if workers < 1:
+        problems.append(f"ray workers must be >= 1, got {workers}")
+    if gpus_per_worker is not None and gpus_per_worker < 0:
+        problems.append(f"gpus_per_worker must be >= 0, got {gpus_per_worker}")
+    if problems:
+        raise ConfigError(problems)
+
+
+def _earlier_output(cfg: RewriteConfig) -> dict[str, Any] | None:
+    """The manifest of what is at ``cfg.output`` (None: nothing, or no manifest), checked before Ray
+    or any model starts: sdft's own files only, never an input; an earlier ``--ray`` output is
+    rebuilt from its parts, another sdft output needs ``--overwrite``."""
+    from sdft.formats import is_folder_format
+    from sdft.rewrite import protected_paths
+
+    output = Path(cfg.output)
+    check_output(output, folder=is_folder_format(cfg.output_format), protect=protected_paths(cfg))
+    old = read_manifest(output)
+    if output.exists() and not (old and old.get("ray")) and not cfg.overwrite:
+        raise InputError(f"{output} exists and is not the output of an earlier --ray run: "
+                         f"pass --overwrite to replace it, or choose another -o path")
+    return old
+
+
+@contextlib.contextmanager
+def _ray_cluster(ray: Any, address: str | None, workers: int) -> Iterator[None]:
+    """Join ``address`` (or ``$RAY_ADDRESS``, else a new local cluster) unless Ray is already
+    initialised; shut down at the end only what was started here."""
+    started_here = not ray.is_initialized()
+    if started_here:
+        kwargs: dict[str, Any] = {"address": address or None, "include_dashboard": False, "log_to_driver": False}
+        if not (address or os.environ.get("RAY_ADDRESS")):
+            # A new local cluster: every worker holds one CPU slot, so reserve at least one per
+            # worker, or the workers past the core count would wait instead of running.
+            kwargs["num_cpus"] = max(workers, os.cpu_count() or 1)
+        ray.init(**kwargs)
+    try:
+        yield
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _reusable(cfg: RewriteConfig, old: dict[str, Any] | None, outcomes: dict[int, dict[str, Any]],
+              parts: list[Path]) -> bool:
+    """Whether the merged output already there is this run's: every part was complete (cached), and
+    the output merged these parts, in this format, under this config hash."""
+    return bool(Path(cfg.output).exists() and old and not cfg.overwrite
+                and all(o.get("cached") for o in outcomes.values())
+                and old.get("merged_from") == [str(p) for p in parts] and old.get("format") == cfg.output_format
+                and old.get("config_hash") == outcomes[0]["manifest"].get("config_hash"))
 
 
 def _gpus_per_worker(ray: Any, cfg: RewriteConfig, asked: float | None, workers: int,

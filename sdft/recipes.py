@@ -3,6 +3,11 @@
 A recipe starts with a comment header (what it does, how to run it); its keys map onto
 :class:`sdft.pipeline.PipelineConfig`. Recipes ship in the repository's ``recipes/`` folder
 (``$SDFT_RECIPES`` points elsewhere); a recipe argument is a name (``demo``) or a path.
+
+A relative input path in a recipe file (``data.path``, ``replay``, ``rewrite.template``,
+``eval.data.*``) is read from the current folder when it is there, else from the recipe file's
+folder, so a recipe and its data can travel together and a recipe validates from any folder.
+``key=value`` overrides are command-line arguments: always relative to the current folder.
 """
 
 from __future__ import annotations
@@ -62,9 +67,46 @@ def find_recipe(name_or_path: str) -> Path:
 
 
 def load_recipe(name_or_path: str | None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """The recipe's mapping with ``key=value`` overrides merged in (no validation yet)."""
-    data = load_yaml(find_recipe(name_or_path)) if name_or_path else {}
+    """The recipe's mapping with ``key=value`` overrides merged in (no validation yet).
+
+    Relative input paths of the file are resolved as :func:`resolve_input_paths` says.
+    """
+    data: dict[str, Any] = {}
+    if name_or_path:
+        path = find_recipe(name_or_path)
+        data = resolve_input_paths(load_yaml(path), path.resolve().parent)
     return deep_merge(data, parse_overrides(list(overrides)))
+
+
+def resolve_input_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``data`` with each relative input path that is missing from the current folder but present
+    in ``folder`` (the recipe's) replaced by that path; every other value is left as it is (a Hub
+    id, ``example:NAME``, a path found nowhere: preflight names it).
+
+    Args:
+        data: a recipe's mapping (not changed).
+        folder: the recipe file's folder.
+    """
+    def fix(value: Any) -> Any:
+        if not isinstance(value, str) or not value.strip() or value.startswith(("example:", "~")):
+            return value
+        p = Path(value)
+        try:
+            moved = not p.is_absolute() and not p.exists() and (folder / p).exists()
+        except (OSError, ValueError):  # a name too long, a NUL byte: preflight reports the value as given
+            return value
+        return str(folder / p) if moved else value
+
+    out = dict(data)
+    if "replay" in out:
+        out["replay"] = fix(out["replay"])
+    for section, key in (("data", "path"), ("rewrite", "template")):
+        if isinstance(out.get(section), dict) and key in out[section]:
+            out[section] = {**out[section], key: fix(out[section][key])}
+    ev = out.get("eval")
+    if isinstance(ev, dict) and isinstance(ev.get("data"), dict):
+        out["eval"] = {**ev, "data": {suite: fix(v) for suite, v in ev["data"].items()}}
+    return out
 
 
 def validate_recipe(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,12 +25,35 @@ def test_top_level_help_lists_every_command():
         assert name in r.output
 
 
+def example_lines(help_text: str, argv: list[str]) -> list[str]:
+    """The lines of ``help_text`` that run ``sdft ARGV...`` (also as ``python -m sdft`` or under a launcher)."""
+    call = re.compile(rf"^\s*(\S+ )*(sdft|-m sdft) {re.escape(' '.join(argv))}(\s|$)")
+    return [line for line in help_text.splitlines() if call.match(line) and not line.startswith("Usage:")]
+
+
+def test_example_lines_finds_only_invocations_of_the_command():
+    text = "Usage: sdft train [OPTIONS]\n  --data TEXT  name, or example:arith\n\n  Examples:\n" \
+           "    sdft train demo\n    torchrun --nproc_per_node 2 -m sdft train demo\n    sdft trainer x\n"
+    found = example_lines(text, ["train"])
+    assert found == ["    sdft train demo", "    torchrun --nproc_per_node 2 -m sdft train demo"]
+    assert example_lines("Usage: sdft eval\n  --limit N  examples per suite", ["eval"]) == []
+
+
 @pytest.mark.parametrize("name", list(COMMANDS))
 def test_every_command_has_help_with_examples(name):
-    r = CliRunner().invoke(cli, [name, "--help"])
-    assert r.exit_code == 0, r.output
-    assert "Usage:" in r.output
-    assert "Example" in r.output or "example" in r.output
+    """`sdft CMD --help`, and `--help` of each subcommand of a group, shows at least one example run of it
+    (the word "example" alone does not count: option help texts use it)."""
+    import click
+
+    command = cli.get_command(click.Context(cli), name)
+    commands = [[name]]
+    if isinstance(command, click.Group):
+        commands += [[name, sub] for sub in command.list_commands(click.Context(command))]
+    for argv in commands:
+        r = CliRunner().invoke(cli, [*argv, "--help"], prog_name="sdft")
+        assert r.exit_code == 0, r.output
+        assert r.output.startswith(f"Usage: sdft {' '.join(argv)} "), r.output
+        assert example_lines(r.output, argv), f"`sdft {' '.join(argv)} --help` shows no example:\n{r.output}"
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["rewrite", "--help"], *[[c, "--help"] for c in COMMANDS]])

@@ -87,7 +87,8 @@ def test_kill_between_units_resumes_skips_finished_and_retrains_changed(tiny_mod
     assert len(rewrites) == 1 and (out / "data" / "replay.jsonl.manifest.json").is_file()
     runs = {lab: json.loads((out / "units" / lab.split("@")[0] / f"seed-{lab[-1]}" / "run.json").read_text())
             for lab in LABELS}
-    assert runs["sdft+replay@s0"]["data"]["output"] == runs["sdft+replay@s1"]["data"]["output"] == str(rewrites[0]).removesuffix(".manifest.json")
+    shared = str(rewrites[0]).removesuffix(".manifest.json")
+    assert runs["sdft+replay@s0"]["data"]["output"] == runs["sdft+replay@s1"]["data"]["output"] == shared
     assert runs["sdft+replay@s0"]["data_hash"] == runs["sdft+replay@s1"]["data_hash"]  # same rows, other seed
     assert "replay" in runs["sdft+replay@s1"]["data"] and runs["sft@s0"]["data"] == {"answers": "original"}
     assert runs["sft@s0"]["fingerprint"] != runs["sft@s1"]["fingerprint"]

@@ -117,6 +117,21 @@ def test_hf_backend_and_lora_adapter_tuned_model(tiny_model_dir, tmp_path):
     _check_items(tmp_path / "eval", ["base", "lora"], {"safety": 2, "drift": 2})
 
 
+def test_an_unreadable_adapter_config_is_an_input_error(tmp_path):
+    """The eval's adapter merge is models.merge_adapter: a corrupt adapter_config.json is a one-line
+    InputError naming the file (its own copy of the merge read it with a bare json.loads), nothing is cached."""
+    from sdft.errors import InputError
+    from sdft.eval.run import prepare_model
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"base_model_name_or_path": ')
+    cache = tmp_path / "merged"
+    with pytest.raises(InputError, match="adapter_config.json: unreadable adapter config"):
+        prepare_model("lora", str(adapter), str(tmp_path / "base"), cache, lambda _m: None)
+    assert not cache.exists() or not any(cache.iterdir())
+
+
 @pytest.mark.slow
 def test_the_bundled_alias_as_the_tuned_model(tiny_model_dir, tmp_path):
     """``sdft eval --tuned smollm2-135m-instruct``: the alias is resolved like --model everywhere."""

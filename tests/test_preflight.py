@@ -7,6 +7,8 @@ import io
 import json
 import os
 import pathlib
+import shutil
+import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,22 +37,33 @@ def no_disk():
         for obj, name in [(pathlib.Path, "stat"), (pathlib.Path, "exists"), (pathlib.Path, "is_file"),
                           (pathlib.Path, "is_dir"), (pathlib.Path, "iterdir"), (pathlib.Path, "open"),
                           (os.path, "exists"), (os.path, "isfile"), (os.path, "isdir"), (os, "listdir"),
-                          (os, "scandir"), (builtins, "open"), (io, "open")]:
+                          (os, "scandir"), (builtins, "open"), (io, "open"), (subprocess, "Popen"),
+                          (os, "fork"), (os, "posix_spawn"), (shutil, "which")]:
             mp.setattr(obj, name, refuse)
         yield
 
 
-def test_configs_touch_no_disk_and_no_model():
+def test_configs_touch_no_disk_and_no_model(monkeypatch):
+    import sdft.sandbox
     from sdft.compare.config import load_compare
 
+    monkeypatch.setattr(sdft.sandbox, "_PROBED", None)  # not probed yet: sandbox="strict" would probe it now
+
     model = f"{NOWHERE}/model"
+    from sdft.data import DataSpec
+    from sdft.engines import EngineOptions, SamplingConfig
+
     with no_disk():
+        DataSpec(path=f"{NOWHERE}/d.jsonl", format="messages", limit=3)
+        SamplingConfig(temperature=0.7, n=2, stop=["x"])
+        EngineOptions(kv_cache_gib=0.5)
         RewriteConfig(input=f"{NOWHERE}/d.jsonl", output=f"{NOWHERE}/o.jsonl", model=model,
                       template=f"{NOWHERE}/t.j2")
         ReplayConfig(output=f"{NOWHERE}/r.jsonl", model=model)
         TrainConfig(model=model, output_dir=NOWHERE, report_to="tensorboard")
         EvalConfig(base=model, tuned=[f"x={NOWHERE}/tuned", f"{NOWHERE}/y.gguf"],
-                   data={"task": f"{NOWHERE}/t.jsonl"}, output_dir=NOWHERE, max_drop={"task": 2})
+                   data={"task": f"{NOWHERE}/t.jsonl"}, output_dir=NOWHERE, max_drop={"task": 2},
+                   task_verifier="code", task_verifier_options={"sandbox": "strict", "timeout_s": 2})
         cfg = from_dict(PipelineConfig, {
             "model": model, "data": {"path": f"{NOWHERE}/d.jsonl"}, "output_dir": NOWHERE,
             "replay": f"{NOWHERE}/r", "replay_ratio": 0.2, "rewrite": {"samples": 2, "template": f"{NOWHERE}/t.j2"},
@@ -161,3 +174,16 @@ def test_verifier_options_under_auto_wait_for_the_resolved_verifier():
     assert verifier_problems("auto", {"steps": False}) == []
     assert verifier_problems("math", {"steps": False}) == []
     assert verifier_problems("math", {"nope": 1})  # a named verifier still rejects unknown options
+
+
+def test_eval_preflight_builds_the_task_verifier(tmp_path):
+    """The task verifier's options are checked by the preflight (building it), its name when the config is built."""
+    task = tmp_path / "task.jsonl"
+    task.write_text(json.dumps({"question": "1+1?", "answer": "2"}) + "\n")
+    cfg = EvalConfig(data={"task": str(task)}, suites=["task"], task_verifier="regex",
+                     task_verifier_options={"nope": 1})
+    found = problems(cfg, write=False)
+    assert len(found) == 1 and found[0].startswith("task_verifier: verifier 'regex' does not take option(s) nope"), \
+        found
+    with pytest.raises(ConfigError, match="task_verifier: unknown verifier 'magic'"):
+        EvalConfig(data={"task": str(task)}, suites=["task"], task_verifier="magic")

@@ -197,3 +197,67 @@ def test_recipes_cli_ls_show_validate():
         assert name in r.output
     r = runner.invoke(cli, ["recipes", "show", "gsm8k"])
     assert r.exit_code == 0 and "verifier: math" in r.output
+
+
+def test_recipe_paths_resolve_from_the_recipe_folder(bfcl_prepared, tmp_path, monkeypatch):
+    """A checkout's openfunctions recipe, its data prepared where the header says (the repository's
+    data/bfcl), validates from any folder: relative paths missing from the cwd are read from the recipe's."""
+    import shutil
+
+    repo = tmp_path / "repo"
+    (repo / "recipes").mkdir(parents=True)
+    shutil.copy(ROOT / "recipes" / "openfunctions.yaml", repo / "recipes")
+    shutil.copytree(bfcl_prepared, repo / "data" / "bfcl")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.setenv("SDFT_RECIPES", str(repo / "recipes"))
+    monkeypatch.chdir(elsewhere)
+    cfg = validate_recipe("openfunctions", ["train.finetune=full"])  # full: no LoRA check (fast tier)
+    assert Path(cfg.data.path).resolve() == (repo / "data" / "bfcl" / "train.jsonl").resolve()
+    assert Path(cfg.eval.data["tool-use"]).resolve() == (repo / "data" / "bfcl" / "heldout.jsonl").resolve()
+
+
+def test_recipe_paths_prefer_the_cwd_and_overrides_stay_cwd_relative(tmp_path, monkeypatch):
+    from sdft.recipes import load_recipe
+
+    (tmp_path / "r").mkdir()
+    (tmp_path / "cwd").mkdir()
+    recipe = tmp_path / "r" / "my.yaml"
+    recipe.write_text("model: m\ndata: {path: d.jsonl}\nrewrite: {template: t.j2}\nreplay: replay.jsonl\n"
+                      "eval: {data: {safety: s.jsonl, drift: x.jsonl}}\n")
+    for name in ("d.jsonl", "t.j2", "replay.jsonl", "s.jsonl"):
+        (tmp_path / "r" / name).write_text("{}\n")
+    (tmp_path / "cwd" / "s.jsonl").write_text("{}\n")
+    monkeypatch.chdir(tmp_path / "cwd")
+    data = load_recipe(str(recipe))
+    here = tmp_path / "r"
+    assert data["data"]["path"] == str(here / "d.jsonl") and data["rewrite"]["template"] == str(here / "t.j2")
+    assert data["replay"] == str(here / "replay.jsonl")
+    assert data["eval"]["data"] == {"safety": "s.jsonl", "drift": "x.jsonl"}  # in the cwd / found nowhere
+    assert load_recipe(str(recipe), ["data.path=d.jsonl"])["data"]["path"] == "d.jsonl"  # an override: the cwd's
+    assert "d.jsonl" not in recipe.read_text().split("path:")[0]  # the file itself is untouched
+
+
+def test_missing_data_hides_no_other_problem(tmp_path, capfd):
+    """With the data missing, every bad probe file is still reported, one line each."""
+    bad_rows = tmp_path / "bad.jsonl"
+    bad_rows.write_text(json.dumps({"nothing": "here"}) + "\n")
+    wrong_type = tmp_path / "probes.md"
+    wrong_type.write_text("# not a probe file\n")
+    overrides = [f"data.path={tmp_path / 'none.jsonl'}", f"eval.data.tool-use={tmp_path / 'none2.jsonl'}",
+                 f"eval.data.safety={wrong_type}", f"eval.data.over-refusal={bad_rows}", "rewrite.verifier=bogus",
+                 "train.finetune=full"]  # full: no LoRA check (it imports transformers: not for the fast tier)
+    with pytest.raises(ConfigError) as e:
+        validate_recipe("openfunctions", overrides)
+    found = e.value.problems
+    for part in ("data: no such file or directory", "eval.data.tool-use: ", "eval.data.safety: ",
+                 "eval.data.over-refusal: ", "rewrite.verifier: unknown verifier 'bogus'"):
+        assert sum(p.startswith(part) for p in found) == 1, (part, found)
+    assert len(found) == 5 and all("\n" not in p for p in found), found
+
+    from sdft.cli import main
+
+    with pytest.raises(SystemExit) as ex:
+        main(["recipes", "validate", "openfunctions", *overrides])
+    err = capfd.readouterr().err
+    assert ex.value.code == 2 and "(5 problems)" in err and "Traceback" not in err, err

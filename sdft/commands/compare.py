@@ -6,11 +6,11 @@ from typing import Any
 
 import click
 
+from sdft.commands._recipe import DATA, ENGINE
 from sdft.compare.config import CompareSection
 from sdft.compare.methods import presets_help
 from sdft.options import ConfigOptions, overrides_option, verbosity_options
-from sdft.pipeline import DataSection, PipelineConfig
-from sdft.rewrite import RewriteConfig
+from sdft.pipeline import PipelineConfig
 
 EPILOG = """\b
 Examples:
@@ -36,10 +36,7 @@ method: mean over seeds [95% CI], Δ vs the seed model, p and MDE vs the baselin
 
 
 PIPELINE = ConfigOptions(PipelineConfig, only=["model", "rewrite_model", "seed", "replay"])
-DATA = ConfigOptions(DataSection, section="data",
-                     names={"path": "--data", "format": "--data-format", "name": "--data-name"})
 COMPARE = ConfigOptions(CompareSection, section="compare", exclude=["replay"])
-ENGINE = ConfigOptions(RewriteConfig, section="rewrite", only=["backend", "base_url", "api_key", "max_concurrency"])
 
 
 @click.command("compare", epilog=EPILOG)

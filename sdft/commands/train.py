@@ -6,9 +6,9 @@ from typing import Any
 
 import click
 
+from sdft.commands._recipe import DATA, ENGINE
 from sdft.options import ConfigOptions, hub_options, overrides_option, verbosity_options
-from sdft.pipeline import TRAIN_OWNED, DataSection, PipelineConfig
-from sdft.rewrite import RewriteConfig
+from sdft.pipeline import TRAIN_OWNED, PipelineConfig
 from sdft.train import TrainConfig
 
 EPILOG = """\b
@@ -31,12 +31,8 @@ OUTPUT_DIR/sdft.log (-v shows them here).
 
 PIPELINE = ConfigOptions(PipelineConfig, only=["model", "method", "output_dir", "rewrite_model", "replay",
                                                "replay_ratio", "seed", "ask"])
-DATA = ConfigOptions(DataSection, section="data",
-                     names={"path": "--data", "format": "--data-format", "name": "--data-name"})
 TRAIN = ConfigOptions(TrainConfig, section="train", exclude=[*TRAIN_OWNED, "overwrite"],
                       aliases={"finetune": [("--lora", "lora"), ("--full", "full")]})
-# the generation steps' engine: the rewrite (and, when in-process, the ask and eval steps)
-ENGINE = ConfigOptions(RewriteConfig, section="rewrite", only=["backend", "base_url", "api_key", "max_concurrency"])
 
 
 @click.command("train", epilog=EPILOG)

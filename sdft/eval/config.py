@@ -160,16 +160,12 @@ class EvalConfig:
         return problems
 
     def _task_problems(self) -> list[str]:
-        problems = []
-        if self.task_verifier != "auto" or self.task_verifier_options:
-            from sdft.verify import get_verifier
+        # the name only: building the verifier checks its options (a trial sandbox run for code with
+        # sandbox=strict), which is the preflight's job (sdft.preflight.eval_problems)
+        from sdft.verify import unknown_verifier
 
-            try:  # builds the verifier: unknown names, unknown options and bad values all show here
-                get_verifier("none" if self.task_verifier == "auto" else self.task_verifier,
-                             **self.task_verifier_options)
-            except ConfigError as e:
-                problems += [f"task_verifier: {p}" for p in e.problems]
-        return problems
+        problem = unknown_verifier(self.task_verifier) if self.task_verifier != "auto" else None
+        return [f"task_verifier: {problem}"] if problem else []
 
 
 def _is_number(value: Any) -> bool:

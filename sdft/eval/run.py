@@ -17,8 +17,6 @@ The same steps for every suite, driven by its declarations (:mod:`sdft.eval.base
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -119,23 +117,13 @@ def prepare_model(label: str, model: str, base: str, cache: Path, notice: Notice
     out = cache / f"{label}-{fingerprint(str(p))}"
     if (out / "config.json").is_file():
         return str(out)
-    notice(f"{label}: merging the LoRA adapter {model} into its base model (once; cached in {out})")
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from sdft.models import merge_adapter, recorded_base
 
-    adapter_base = json.loads((p / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    if isinstance(adapter_base, str) and Path(adapter_base).is_dir():
-        base_path = adapter_base
-    else:
-        base_path = resolve_model(base if label != "base" or not adapter_base else adapter_base, log=notice)
-    merged = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
-    merged = PeftModel.from_pretrained(merged, str(p)).merge_and_unload()
-    tok_src = str(p) if (p / "tokenizer_config.json").is_file() else base_path
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    merged.save_pretrained(str(tmp), safe_serialization=True)
-    AutoTokenizer.from_pretrained(tok_src).save_pretrained(str(tmp))
-    os.replace(tmp, out)
+    recorded = recorded_base(p)
+    # a recorded base that is not a local folder (a Hub id): a tuned adapter goes onto the eval's base
+    onto = None if (recorded and Path(recorded).is_dir()) or label == "base" else base
+    notice(f"{label}: merging the LoRA adapter {model} into its base model (once; cached in {out})")
+    merge_adapter(p, out, base=onto, log=notice)
     return str(out)
 
 

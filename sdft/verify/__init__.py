@@ -63,6 +63,7 @@ __all__ = [
     "get_verifier",
     "guard",
     "time_budget_s",
+    "unknown_verifier",
     "verify",
 ]
 
@@ -138,10 +139,11 @@ def get_verifier(name: str, **options: Any) -> Verifier:
     Raises:
         ConfigError: unknown name, unknown option, or an invalid option value.
     """
+    problem = unknown_verifier(name)
+    if problem:
+        raise ConfigError(problem)
     key = str(name).strip().lower().replace("_", "-")
-    factory = VERIFIERS.get(key)
-    if factory is None:
-        raise ConfigError(f"unknown verifier {name!r}; valid verifiers: {', '.join(VERIFIERS)}")
+    factory = VERIFIERS[key]
     accepted = [p for p in inspect.signature(factory).parameters if p != "self"]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
@@ -153,6 +155,17 @@ def get_verifier(name: str, **options: Any) -> Verifier:
         return factory(**options)
     except (TypeError, ValueError) as exc:  # e.g. timeout_s="abc" from a config file
         raise ConfigError(f"verifier {key!r}: invalid option value: {exc}") from exc
+
+
+def unknown_verifier(name: str) -> str | None:
+    """Why ``name`` names no verifier (None when it does): a lookup only, nothing is built.
+
+    Configs call it when they are built; building the verifier (its options, and for ``code``
+    with ``sandbox="strict"`` a trial sandboxed run) is :mod:`sdft.preflight`'s job.
+    """
+    if str(name).strip().lower().replace("_", "-") in VERIFIERS:
+        return None
+    return f"unknown verifier {name!r}; valid verifiers: {', '.join(VERIFIERS)}"
 
 
 def guard(candidate: str, finish_reason: str | None, reference: str) -> Verdict:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
 
 #: Reason of a check that raised or overran its time limit (counted in manifests like any other).
 VERIFIER_ERROR = "verifier-error"
@@ -74,3 +77,26 @@ def error_verdict(exc: BaseException) -> Verdict:
     """The verdict for a check that raised ``exc`` (reason :data:`VERIFIER_ERROR`)."""
     return Verdict(False, VERIFIER_ERROR, clip(f"{type(exc).__name__}: {exc}", 2 * DETAIL_CHARS))
 
+
+
+def extract_both(extract: Callable[[str], T | None], candidate: str, reference: str, what: str,
+                 missing: str = "no-answer") -> tuple[T, T] | Verdict:
+    """The candidate's and the reference's answers, ``(got, expected)``, or the verdict when one has none.
+
+    The reference is read first: a reference without an answer is a data problem
+    ("bad-reference"), whatever the candidate says.
+
+    Args:
+        extract: text -> its answer, None (or an empty list) when there is none.
+        candidate: the rewritten answer.
+        reference: the reference answer.
+        what: what is looked for, for the detail ("final answer", "option letter", ...).
+        missing: the reason when the candidate has none ("no-answer", "no-call", ...).
+    """
+    expected = extract(reference)
+    if expected is None or expected == []:
+        return Verdict(False, "bad-reference", f"no {what} found in the reference")
+    got = extract(candidate)
+    if got is None or got == []:
+        return Verdict(False, missing, f"no {what} found in the candidate")
+    return got, expected

@@ -127,52 +127,18 @@ def _tests_from_row(row: dict[str, Any], field: str) -> str | None:
     return tests
 
 
-def is_correct(
-    candidate: str,
-    row: dict[str, Any],
-    *,
-    tests_field: str = DEFAULT_TESTS_FIELD,
-    entry_point_field: str = DEFAULT_ENTRY_POINT_FIELD,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
-    memory_mb: int = DEFAULT_MEMORY_MB,
-    max_file_mb: int = DEFAULT_MAX_FILE_MB,
-    setup_field: str = DEFAULT_SETUP_FIELD,
-    sandbox: str = DEFAULT_SANDBOX,
-) -> Verdict:
-    """Check the candidate's code against the row's tests.
+def is_correct(candidate: str, row: dict[str, Any], **options: Any) -> Verdict:
+    """Check the candidate's code against the row's tests: ``CodeVerifier(**options).check``.
 
     Args:
         candidate: the rewritten answer containing code.
-        row: the dataset row; ``row[tests_field]`` holds the tests (a string, or a list of
-            assert strings) and ``row[entry_point_field]`` optionally the function to pass to
-            a HumanEval-style ``check``.
-        tests_field: the row field with the tests.
-        entry_point_field: the row field with the entry point.
-        timeout_s: wall-clock limit for the run.
-        memory_mb: address-space limit for the run.
-        max_file_mb: file-size limit for the run.
-        setup_field: the row field with trusted setup code run before the tests (MBPP's
-            ``test_setup_code``); absent or empty means none.
-        sandbox: "auto" or "strict" (see :func:`run_tests`).
+        row: the dataset row with the tests (see :meth:`CodeVerifier.check`).
+        **options: :class:`CodeVerifier`'s (``tests_field``, ``timeout_s``, ``sandbox``, ...).
 
-    Returns:
-        A verdict with reason "ok", "no-tests" (the row has no tests: a configuration
-        problem, never a pass), "no-code", "tests-failed", "timeout" or "sandbox-error".
+    Raises:
+        ConfigError: a bad option (see :class:`CodeVerifier`).
     """
-    tests = _tests_from_row(row, tests_field)
-    if tests is None:
-        return Verdict(False, "no-tests", f"the row has no tests in field '{tests_field}'")
-    code = extract_code(candidate)
-    if code is None:
-        return Verdict(False, "no-code", "no Python code found in the candidate")
-    entry_point = row.get(entry_point_field)
-    if not (isinstance(entry_point, str) and entry_point.strip() and _defines_check(tests)):
-        entry_point = None
-    setup = row.get(setup_field)
-    return run_tests(
-        code, tests, entry_point, timeout_s=timeout_s, memory_mb=memory_mb, max_file_mb=max_file_mb,
-        sandbox=sandbox, setup=setup if isinstance(setup, str) and setup.strip() else None,
-    )
+    return CodeVerifier(**options).check(candidate, "", row)
 
 
 class CodeVerifier:
@@ -237,15 +203,28 @@ class CodeVerifier:
         return extract_code(text)
 
     def check(self, candidate: str, reference: str, row: dict[str, Any]) -> Verdict:
-        """Run ``row``'s tests against the candidate's code; ``reference`` is not used."""
-        return is_correct(
-            candidate,
-            row,
-            tests_field=self.tests_field,
-            entry_point_field=self.entry_point_field,
-            timeout_s=self.timeout_s,
-            memory_mb=self.memory_mb,
-            max_file_mb=self.max_file_mb,
-            setup_field=self.setup_field,
-            sandbox=self.sandbox,
+        """Run ``row``'s tests against the candidate's code; ``reference`` is not used.
+
+        ``row[tests_field]`` holds the tests (a string, or a list of assert strings),
+        ``row[entry_point_field]`` optionally the function passed to a HumanEval-style ``check``
+        and ``row[setup_field]`` optionally trusted setup code run before the tests.
+
+        Returns:
+            A verdict with reason "ok", "no-tests" (the row has no tests: a configuration
+            problem, never a pass), "no-code", "tests-failed", "timeout" or "sandbox-error".
+        """
+        tests = _tests_from_row(row, self.tests_field)
+        if tests is None:
+            return Verdict(False, "no-tests", f"the row has no tests in field '{self.tests_field}'")
+        code = extract_code(candidate)
+        if code is None:
+            return Verdict(False, "no-code", "no Python code found in the candidate")
+        entry_point = row.get(self.entry_point_field)
+        if not (isinstance(entry_point, str) and entry_point.strip() and _defines_check(tests)):
+            entry_point = None
+        setup = row.get(self.setup_field)
+        return run_tests(
+            code, tests, entry_point, timeout_s=self.timeout_s, memory_mb=self.memory_mb,
+            max_file_mb=self.max_file_mb, sandbox=self.sandbox,
+            setup=setup if isinstance(setup, str) and setup.strip() else None,
         )

@@ -35,7 +35,7 @@ from types import ModuleType
 from typing import Any
 
 from sdft._deps import is_available
-from sdft.verify.base import PASS, Verdict, clip
+from sdft.verify.base import PASS, Verdict, clip, extract_both
 from sdft.verify.watchdog import CheckFailed, CheckTimeout, in_worker, run_bounded
 
 #: Only the last this many characters of a solution are searched for its final answer.
@@ -400,12 +400,10 @@ def is_correct(
         (nothing extractable from the candidate) or "bad-reference" (nothing extractable from
         the reference).
     """
-    expected = extract_answer(reference)
-    if expected is None:
-        return Verdict(False, "bad-reference", "no final answer found in the reference")
-    got = extract_answer(candidate)
-    if got is None:
-        return Verdict(False, "no-answer", "no final answer found in the candidate")
+    both = extract_both(extract_answer, candidate, reference, "final answer")
+    if isinstance(both, Verdict):
+        return both
+    got, expected = both
     if answers_equal(got, expected, rel_tol=rel_tol, abs_tol=abs_tol, symbolic=symbolic):
         return PASS
     return Verdict(False, "wrong-answer", f"got {clip(got)}, expected {clip(expected)}")

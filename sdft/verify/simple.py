@@ -24,7 +24,7 @@ import re
 from typing import Any
 
 from sdft.errors import ConfigError
-from sdft.verify.base import PASS, VERIFIER_ERROR, Verdict, clip
+from sdft.verify.base import PASS, VERIFIER_ERROR, Verdict, clip, extract_both
 from sdft.verify.watchdog import CheckFailed, CheckTimeout, run_bounded
 
 _WS_RE = re.compile(r"\s+")
@@ -253,12 +253,10 @@ def is_choice_correct(candidate: str, reference: str) -> Verdict:
     Returns:
         A verdict with reason "ok", "wrong-answer", "no-answer" or "bad-reference".
     """
-    expected = extract_choice(reference)
-    if expected is None:
-        return Verdict(False, "bad-reference", "no option letter found in the reference")
-    got = extract_choice(candidate)
-    if got is None:
-        return Verdict(False, "no-answer", "no option letter found in the candidate")
+    both = extract_both(extract_choice, candidate, reference, "option letter")
+    if isinstance(both, Verdict):
+        return both
+    got, expected = both
     if got == expected:
         return PASS
     return Verdict(False, "wrong-answer", f"got {got}, expected {expected}")

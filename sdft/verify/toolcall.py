@@ -38,7 +38,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from sdft.verify.base import PASS, Verdict, clip
+from sdft.verify.base import PASS, Verdict, clip, extract_both
 
 #: Only this many leading characters of an answer are parsed for calls.
 MAX_TEXT_CHARS = 100_000
@@ -507,12 +507,10 @@ def is_correct(candidate: str, reference: str) -> Verdict:
             reference = json.dumps(reference)
         except (TypeError, ValueError, RecursionError):
             return Verdict(False, "bad-reference", "the reference cannot be read as JSON")
-    expected = parse_calls(reference)
-    if not expected:
-        return Verdict(False, "bad-reference", "no function call found in the reference")
-    got = parse_calls(candidate)
-    if not got:
-        return Verdict(False, "no-call", "no function call found in the candidate")
+    both = extract_both(parse_calls, candidate, reference, "function call", missing="no-call")
+    if isinstance(both, Verdict):
+        return both
+    got, expected = both
     return compare_calls(got, expected)
 
 
