@@ -41,6 +41,19 @@ def gap_closed(original: float | None, kept: float | None, own: float | None) ->
     return round((original - kept) / (original - own), 4)
 
 
+def _candidate_counts(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Candidates, passing candidates and generated tokens per source, from the saved candidates."""
+    counts: dict[str, dict[str, int]] = {}
+    for r in rows:
+        for c in r.get("candidates") or []:
+            t = counts.setdefault(c.get("source") or "reference", {"candidates": 0, "passed": 0,
+                                                                    "generated_tokens": 0})
+            t["candidates"] += 1
+            t["passed"] += bool(c.get("ok"))
+            t["generated_tokens"] += int(c.get("num_tokens") or 0)
+    return counts
+
+
 def gap_report(records: Iterable[dict[str, Any]], *, sources: dict[str, dict[str, Any]] | None = None
                ) -> dict[str, Any] | None:
     """The gap report of rewrite records that carry ``nll`` figures (see the module docstring).
@@ -67,9 +80,14 @@ def gap_report(records: Iterable[dict[str, Any]], *, sources: dict[str, dict[str
         s = per_source.setdefault(src, {"rows": 0, "nll": []})
         s["rows"] += 1
         s["nll"].append(r["nll"]["kept"] if r["nll"].get("kept") is not None else r["nll"]["original"])
-    for name, tally in (sources or {}).items():
+    # counts come from the records' candidates when they were saved (they survive a resume in another
+    # process); the run's own tally adds the seconds, and stands in when candidates were not saved
+    counts = _candidate_counts(rows)
+    tallies = {name: {**(sources or {}).get(name, {}), **counts.get(name, {})}
+               for name in {*(sources or {}), *counts}}
+    for name, tally in tallies.items():
         per_source.setdefault(name, {"rows": 0, "nll": []}).update(tally)
-    generated = sum(int(t.get("generated_tokens") or 0) for t in (sources or {}).values())
+    generated = sum(int(t.get("generated_tokens") or 0) for t in tallies.values())
     report: dict[str, Any] = {
         "rows": len(rows),
         "rows_with_own_answer": len(with_own),

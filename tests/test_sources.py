@@ -111,6 +111,12 @@ def test_gap_closed_over_all_rows_on_a_hand_made_example():
     assert rep["per_source"]["own"]["rows"] == 1 and rep["per_source"]["original"]["nll"] == 1.5
     assert rep["generated_tokens_per_kept_row"] == 300.0 and rep["warning"] is None
     assert gap_closed(1.5, 1.5, 0.5) == 0 and gap_closed(1.0, 0.9, 1.0) is None
+    # the saved candidates count (a run finished in another process has no tally of its own)
+    with_cands = [{**rows[0], "candidates": [{"source": "own", "ok": True, "num_tokens": 40},
+                                             {"source": "own", "ok": False, "num_tokens": 60}]}, *rows[1:]]
+    rep = gap_report(with_cands, sources={"own": {"seconds": 2.0}})
+    assert rep["per_source"]["own"]["candidates"] == 2 and rep["per_source"]["own"]["passed"] == 1
+    assert rep["per_source"]["own"]["seconds"] == 2.0 and rep["generated_tokens_per_kept_row"] == 50.0
     worse = [{**rows[0], "nll": {"original": 1.0, "own": 0.5, "kept": 1.2}}]
     assert "NOT closer" in gap_report(worse)["warning"]
 
