@@ -54,7 +54,7 @@ def cli() -> None:
     Typical flow:
       sdft rewrite data.jsonl -o rewritten.jsonl     # self-distil the answers
       sdft train recipes/demo.yaml                   # rewrite + LoRA fine-tune
-      sdft eval --base SEED --tuned runs/demo/model  # forgetting report
+      sdft eval --model SEED --tuned runs/demo/model # forgetting report
 
     Exit codes: 0 ok, 1 runtime error, 2 bad input/usage, 3 eval gate failed.
     """

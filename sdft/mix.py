@@ -82,21 +82,22 @@ def mix_rows(task_rows: list, replay_rows: list, ratio: float, seed: int) -> lis
 def load_replay_rows(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The usable rows of a replay (or rewrite) output, and its manifest.
 
-    Only rows with an answer are returned (status ``rewritten`` or ``fallback``): filtered
-    and surplus attempts are skipped.
+    The records of the rows in its training output (status ``rewritten`` or ``fallback``,
+    with ``messages`` and ``response``), whatever its ``--format``; filtered and surplus
+    attempts are not among them.
 
     Raises:
-        InputError: the file or its manifest is missing (the run is not finished).
+        InputError: the output or its manifest is missing (the run is not finished), or damaged.
     """
-    from sdft.store import iter_jsonl, read_manifest
+    from sdft.store import iter_kept, read_manifest
 
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise InputError(f"replay file not found: {p}")
     manifest = read_manifest(p)
     if manifest is None:
         raise InputError(f"{p}: no manifest beside it ({p}.manifest.json): is the replay run finished?")
-    rows = [r for r in iter_jsonl(p) if r.get("status") in USABLE_STATUSES and r.get("response") is not None]
+    rows = [r for r in iter_kept(p) if r.get("status") in USABLE_STATUSES]
     return rows, manifest
 
 

@@ -61,8 +61,9 @@ def resolve_model(model: str, *, log: Callable[[str], None] | None = None) -> st
     """Turn a model argument into something ``from_pretrained`` and ``vllm.LLM`` accept.
 
     Args:
-        model: a local HF folder, a ``.gguf`` file, the alias ``smollm2-135m-instruct``, or a
-            Hub id (returned unchanged; needs network access at load time).
+        model: a local HF folder, a LoRA adapter folder (merged into its base once, cached), a
+            ``.gguf`` file, the alias ``smollm2-135m-instruct``, or a Hub id (returned unchanged;
+            needs network access at load time).
         log: optional callback for one-line notices (e.g. "materialising ... once").
 
     Returns:
@@ -84,10 +85,34 @@ def resolve_model(model: str, *, log: Callable[[str], None] | None = None) -> st
     if p.exists():
         if not is_local_model_dir(p):
             raise InputError(f"{p}: not a model folder (no config.json or adapter_config.json)")
+        if not (p / "config.json").exists():  # a LoRA adapter: engines load full models, so merge it (once)
+            return str(merged_adapter(p, log=log))
         return str(p.resolve())
     if model.startswith((".", "/", "~")) or os.sep in model and model.count("/") > 1:
         raise InputError(f"model path not found: {model}")
     return model  # a Hub id; transformers/vLLM will fetch it (users with Hub access)
+
+
+def merged_adapter(adapter: Path, *, log: Callable[[str], None] | None = None) -> Path:
+    """A LoRA adapter folder merged into its base model, once: a full HF folder under the cache.
+
+    Keyed by the adapter's resolved path and its files' sizes and times, so a retrained adapter
+    at the same path is merged again. A file lock serialises concurrent first uses; the merge
+    itself is written atomically (:func:`merge_adapter`).
+    """
+    files = sorted(f for f in adapter.resolve().rglob("*") if f.is_file())
+    stamp = "|".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    name = f"adapter-{adapter.resolve().name}-{hashlib.sha256(stamp.encode()).hexdigest()[:12]}"
+    root = sdft_home() / "models"
+    target = root / name
+    if (target / "config.json").exists():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "config.json").exists():
+            merge_adapter(adapter, target, log=log)
+    return target
 
 
 def materialise_gguf(gguf: Path, *, name: str, log: Callable[[str], None] | None = None) -> Path:

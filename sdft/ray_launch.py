@@ -37,7 +37,7 @@ from typing import Any
 
 from sdft.errors import ConfigError, InputError, SdftError, WorkerFailed
 from sdft.rewrite import ProgressCb, RewriteConfig, RewriteResult, run_rewrite
-from sdft.store import atomic_write_json, manifest_path, merge_outputs, read_manifest
+from sdft.store import atomic_write_json, check_output, manifest_path, merge_outputs, read_manifest
 
 # How often a worker reports progress to the driver, and how often the driver polls: frequent
 # enough for a live bar, rare enough that thousands of rows a second cost nothing.
@@ -119,8 +119,13 @@ def run_rewrite_ray(
     expected = [ex.id for ex in iter_examples(cfg.data_spec())]
     output = Path(cfg.output)
     parts = part_paths(output, workers)
+    from sdft.formats import is_folder_format
+    from sdft.rewrite import protected_paths
+
+    # sdft's own files only, never an input; checked before Ray or any model starts.
+    check_output(output, folder=is_folder_format(cfg.output_format), protect=protected_paths(cfg))
     old = read_manifest(output)
-    # An earlier --ray output at this path is rebuilt from the parts; anything else is the user's.
+    # An earlier --ray output at this path is rebuilt from the parts; another sdft output needs --overwrite.
     ours = bool(old and old.get("ray"))
     if output.exists() and not ours and not cfg.overwrite:
         raise InputError(f"{output} exists and is not the output of an earlier --ray run: "
@@ -141,11 +146,12 @@ def run_rewrite_ray(
         if failed:
             raise _failure(failed, workers, parts)
         if (output.exists() and old and not cfg.overwrite and all(o.get("cached") for o in outcomes.values())
-                and old.get("merged_from") == [str(p) for p in parts]
+                and old.get("merged_from") == [str(p) for p in parts] and old.get("format") == cfg.output_format
                 and old.get("config_hash") == outcomes[0]["manifest"].get("config_hash")):
             say(f"{output} is already complete for this config: reusing it (pass --overwrite to redo)")
             return RewriteResult(output, old, cached=True)
-        merged = merge_outputs(parts, output, expected_ids=expected, overwrite=True)
+        merged = merge_outputs(parts, output, expected_ids=expected, overwrite=True, output_format=cfg.output_format,
+                               protect=protected_paths(cfg))
         merged.update(
             config={**merged.get("config", {}), "output": str(cfg.output), "shard": None,
                     "gap_rows": cfg.gap_rows, "output_format": cfg.output_format},
@@ -157,10 +163,6 @@ def run_rewrite_ray(
                                                             for o in outcomes.values()), 2)},
         )
         atomic_write_json(manifest_path(output), merged)
-        if cfg.output_format == "hf":
-            from sdft.rewrite import save_hf
-
-            save_hf(output)
         return RewriteResult(output, merged)
     finally:
         if started_here:
@@ -189,8 +191,8 @@ def _worker_cfg(cfg: RewriteConfig, i: int, parts: list[Path]) -> RewriteConfig:
     """
     return dataclasses.replace(
         cfg, shard=f"{i}/{len(parts)}", output=str(parts[i]),
-        # The merge writes the hf folder of the whole output; parts stay plain JSONL.
-        output_format="jsonl",
+        # The merge writes the whole output in the asked format; parts stay plain chat JSONL.
+        output_format="messages",
         # The gap report costs a scoring pass: one worker's sample of the rows is enough.
         gap_rows=cfg.gap_rows if i == 0 else 0,
     )

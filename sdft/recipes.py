@@ -68,9 +68,11 @@ def load_recipe(name_or_path: str | None, overrides: list[str] | tuple[str, ...]
 
 
 def validate_recipe(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Any:
-    """Build the typed pipeline config from a recipe, raising one ConfigError listing every problem."""
-    from sdft.config import from_dict
+    """Build the typed pipeline config from a recipe and preflight it (:mod:`sdft.preflight`: the data's
+    fields, the model, LoRA targets, the eval section), raising one ConfigError listing every problem.
+    Writes nothing (output paths are checked when the recipe runs)."""
     from sdft.pipeline import PipelineConfig
+    from sdft.preflight import validate
 
     path = find_recipe(name_or_path)
-    return from_dict(PipelineConfig, load_recipe(str(path), overrides), source=str(path))
+    return validate(PipelineConfig, load_recipe(str(path), overrides), source=str(path), write=False)

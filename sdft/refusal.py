@@ -120,7 +120,8 @@ _SENTENCE_END_RE = re.compile(r"[.!?]+(?:\s+|$)|\n\s*")
 
 def _head(text: str) -> str:
     """Return the normalised first sentences of ``text`` that are searched for markers."""
-    head = text.translate(_APOSTROPHES).lower().lstrip()[:HEAD_CHARS]
+    # Cut before normalising: the work stays bounded on a megabyte of output.
+    head = text.lstrip()[: 2 * HEAD_CHARS].translate(_APOSTROPHES).lower()[:HEAD_CHARS]
     ends = [m.end() for m in _SENTENCE_END_RE.finditer(head) if m.start() > 0]
     if len(ends) >= HEAD_SENTENCES:
         head = head[: ends[HEAD_SENTENCES - 1]]

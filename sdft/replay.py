@@ -25,15 +25,32 @@ import json
 import math
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from sdft.config import to_dict
+from sdft.config import (
+    Backend,
+    DType,
+    api_key_field,
+    backend_field,
+    base_url_field,
+    check_literals,
+    dtype_field,
+    engine_options_of,
+    engine_problems,
+    kv_cache_field,
+    max_concurrency_field,
+    max_model_len_field,
+    model_field,
+    tensor_parallel_field,
+    to_dict,
+)
 from sdft.engines import Engine, EngineOptions, SamplingConfig, load_engine, pick_backend
-from sdft.errors import ConfigError, InputError
-from sdft.models import DEFAULT_MODEL, resolve_model
+from sdft.errors import ConfigError
+from sdft.formats import FORMATS
+from sdft.models import resolve_model
 from sdft.prompts import render_chat
 from sdft.replay_filters import (
     GENERIC_MARKERS,
@@ -47,9 +64,12 @@ from sdft.replay_filters import (
     check_query,
     keep_refusal,
 )
-from sdft.store import ShardStore, atomic_write_text, iter_jsonl, read_manifest
+from sdft.store import StageRunner, check_output, model_files, settings_hash
 
-ProgressCb = Callable[..., None]  # on_progress(done, total, **stats)
+ProgressCb = Callable[..., None]  # on_progress(done, total, **stats): see sdft.progress
+OutputFormat = Literal[FORMATS]  # type: ignore[valid-type]
+Language = Literal[LANGUAGES]  # type: ignore[valid-type]
+RefusalMode = Literal[REFUSAL_MODES]  # type: ignore[valid-type]
 
 #: Stands in for the user's text when the chat template is rendered; plain ASCII letters so a
 #: template that trims, escapes or title-cases nothing in particular leaves it intact.
@@ -213,14 +233,18 @@ def context_lines(pre_query: str, tokenizer: Any) -> tuple[str, ...]:
 class ReplayConfig:
     """Settings of one replay run (``sdft replay`` flags, or a recipe's ``replay`` section)."""
 
-    output: str = field(metadata={"help": "output JSONL path (manifest and shards go beside it)"})
-    model: str = field(default=DEFAULT_MODEL, metadata={"help": "seed model: alias, HF folder, .gguf or Hub id"})
-    backend: str = field(default="auto", metadata={"help": "auto | vllm | hf"})
+    output: str = field(metadata={"help": "training output (output_format); OUT.records.jsonl, OUT.rejected.jsonl, "
+                                          "OUT.manifest.json and OUT.log are written beside it"})
+    model: str = model_field("seed model")
+    backend: Backend = backend_field()
+    base_url: str | None = base_url_field()
+    api_key: str | None = api_key_field()
+    max_concurrency: int = max_concurrency_field()
     num: int = field(default=1000, metadata={"help": "replay rows to keep"})
     system_prompt: str | None = field(default=None, metadata={"help": "system turn before the user turn (both "
                                                                       "when writing queries and answering)"})
-    pre_query: str | None = field(default=None, metadata={"help": "pre-query text to use instead of the one "
-                                                                   "derived from the chat template"})
+    pre_query: str | None = field(default=None, metadata={"help": "raw text that starts a user turn, instead of "
+                                                                   "deriving it from the chat template"})
     batch_size: int = field(default=128, metadata={"help": "query attempts per round (one engine call, one shard)"})
     max_rounds: int | None = field(default=None, metadata={"help": "stop after this many rounds even with fewer "
                                                                    "than num rows (default: 4 x num attempts)"})
@@ -234,23 +258,30 @@ class ReplayConfig:
     min_query_words: int = field(default=3, metadata={"help": "shorter queries are dropped"})
     max_query_words: int = field(default=200, metadata={"help": "longer queries are dropped"})
     min_answer_words: int = field(default=1, metadata={"help": "shorter answers are dropped (refusals exempt)"})
-    max_answer_words: int | None = field(default=None, metadata={"help": "longer answers are dropped"})
+    max_answer_words: int | None = field(default=None, metadata={"help": "longer answers are dropped (unset: no "
+                                                                         "limit)"})
     require_question: bool = field(default=True, metadata={"help": "drop queries that do not read as a request"})
-    language: str | None = field(default=None, metadata={"help": "en: keep English rows only (no model needed)"})
+    language: Language | None = field(default=None, metadata={"help": "keep rows in this language only (no model "
+                                                                      "needed)"})
     near_dup_threshold: float | None = field(default=0.7, metadata={"help": "shingle Jaccard similarity at which a "
                                                                             "query is a near duplicate (1: off)"})
     ngram: int = field(default=5, metadata={"help": "shingle length for near duplicates"})
-    shingle: str = field(default="char", metadata={"help": "char | word: what ngram counts"})
-    refusals: str = field(default="proportional", metadata={"help": "proportional (kept in the share the model "
-                                                                     "gives them) | keep (all) | drop"})
+    shingle: Literal["char", "word"] = field(default="char", metadata={"help": "what ngram counts: characters or "
+                                                                                "words"})
+    refusals: RefusalMode = field(default="proportional", metadata={
+        "help": "proportional: refusals (part of the model's alignment) are kept in the share the model gives "
+                "them; keep: every refusal that passes; drop: none"})
     overwrite: bool = field(default=False, metadata={"help": "discard earlier results of another config"})
-    dtype: str = field(default="auto", metadata={"help": "auto | float32 | bfloat16 | float16"})
-    kv_cache_gib: float = field(default=2.0, metadata={"help": "vLLM KV-cache size (GiB)"})
-    max_model_len: int | None = field(default=None, metadata={"help": "context length (default: model's, <=4096)"})
-    tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM tensor parallel GPUs"})
+    dtype: DType = dtype_field()
+    kv_cache_gib: float = kv_cache_field()
+    max_model_len: int | None = max_model_len_field()
+    tensor_parallel_size: int = tensor_parallel_field()
+    output_format: OutputFormat = field(default="messages", metadata={
+        "help": "training rows written to output (kept rows only): chat messages, alpaca, sharegpt, TRL "
+                "prompt-completion, or hf (a datasets.save_to_disk folder); see docs/FORMATS.md"})
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = [*check_literals(self), *engine_problems(self)]
         if self.num < 1:
             problems.append(f"num must be >= 1, got {self.num}")
         if self.batch_size < 1:
@@ -265,20 +296,12 @@ class ReplayConfig:
             problems.append(f"max_query_words ({self.max_query_words}) must be >= min_query_words and >= 1")
         if self.max_answer_words is not None and self.max_answer_words < max(1, self.min_answer_words):
             problems.append(f"max_answer_words ({self.max_answer_words}) must be >= min_answer_words and >= 1")
-        if self.language is not None and self.language not in LANGUAGES:
-            problems.append(f"language must be one of {', '.join(LANGUAGES)} or unset, got '{self.language}'")
         if self.near_dup_threshold is not None and not 0 < self.near_dup_threshold <= 1:
             problems.append(f"near_dup_threshold must be in (0, 1], got {self.near_dup_threshold}")
         if self.ngram < 1:
             problems.append(f"ngram must be >= 1, got {self.ngram}")
-        if self.shingle not in ("char", "word"):
-            problems.append(f"shingle must be char or word, got '{self.shingle}'")
-        if self.refusals not in REFUSAL_MODES:
-            problems.append(f"refusals must be one of {', '.join(REFUSAL_MODES)}, got '{self.refusals}'")
         if self.pre_query is not None and not self.pre_query.strip():
             problems.append("pre_query is empty")
-        if not str(self.output).strip():
-            problems.append("output path is empty")
         try:
             self.query_sampling(0)
             self.answer_sampling(0)
@@ -301,8 +324,7 @@ class ReplayConfig:
                               max_new_tokens=self.answer_max_tokens, n=1, seed=seed, stop=stop)
 
     def engine_options(self) -> EngineOptions:
-        return EngineOptions(dtype=self.dtype, kv_cache_gib=self.kv_cache_gib, max_model_len=self.max_model_len,
-                             tensor_parallel_size=self.tensor_parallel_size)
+        return engine_options_of(self)
 
     def answer_messages(self, query: str) -> list[dict[str, str]]:
         """The training prompt of a replay row: the optional system turn and the query."""
@@ -351,12 +373,14 @@ def filter_rules(cfg: ReplayConfig, pq: PreQuery) -> FilterRules:
                        markers=pq.markers, context_lines=pq.context_lines)
 
 
-def config_hash(cfg: ReplayConfig, model_id: str, backend: str, pq: PreQuery) -> tuple[str, dict[str, Any]]:
-    """Hash of everything that changes the rows (not num, max_rounds or paths: those only say
-    how many rounds to run, so a larger ``num`` continues an earlier run)."""
+def config_hash(cfg: ReplayConfig, model_id: str, backend: str, pq: PreQuery,
+                model_path: str | None = None) -> tuple[str, dict[str, Any]]:
+    """Hash of everything that changes the rows (not num, max_rounds, format or paths: those only
+    say how many rounds to run and how to write them, so a larger ``num`` continues an earlier run)."""
     rules = asdict(filter_rules(cfg, pq))
     key = {
-        "model": model_id, "backend": backend, "dtype": cfg.dtype, "pre_query": pq.text, "stops": list(pq.stops),
+        "model": model_id, "model_files": model_files(model_path), "backend": backend, "dtype": cfg.dtype,
+        "pre_query": pq.text, "stops": list(pq.stops),
         "answer_stops": list(pq.answer_stops),
         "system_prompt": cfg.system_prompt, "batch_size": cfg.batch_size, "seed": cfg.seed,
         "query_sampling": {k: v for k, v in asdict(cfg.query_sampling(0)).items() if k not in ("seed", "stop")},
@@ -364,8 +388,8 @@ def config_hash(cfg: ReplayConfig, model_id: str, backend: str, pq: PreQuery) ->
         "filters": {**rules, "near_dup_threshold": cfg.near_dup_threshold, "ngram": cfg.ngram,
                     "shingle": cfg.shingle},
     }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return digest, key
+    key = json.loads(json.dumps(key, default=str))
+    return settings_hash(key), key
 
 
 def round_seed(seed: int, round_index: int, batch_size: int) -> int:
@@ -402,37 +426,26 @@ def _set_label(row: dict[str, Any], reason: str) -> None:
     """Mark a row that passed every check as kept (``ok``) or ``surplus``."""
     row["reason"] = reason
     if reason == "ok":
-        row.update(status="rewritten", response=row["candidates"][0]["text"], chosen=0)
+        row.update(status="rewritten", response=row["candidates"][0]["text"], chosen=0, detail=None)
     else:
         row.update(status="dropped", response=None, chosen=None, detail="beyond the requested number of rows")
 
 
-def _shards(store: ShardStore) -> list[Path]:
-    # The shard layout is documented in sdft.store: parts/shard-NNNNNN.jsonl, in write order.
-    return sorted(store.parts.glob("shard-*.jsonl")) if store.parts.exists() else []
-
-
-def _relabel(store: ShardStore, num: int) -> None:
-    """Label the first ``num`` passing rows ``ok`` and later ones ``surplus``, shard by shard.
+def _relabelled(rows: Iterable[dict[str, Any]], num: int) -> Iterator[dict[str, Any]]:
+    """Label the first ``num`` passing rows ``ok`` and later ones ``surplus``, in row order.
 
     Labels depend on ``num``, which may differ from the run that wrote a shard (a larger
-    ``num`` continues a finished run), so they are settled here, just before finalising.
-    Each changed shard is rewritten atomically, and relabelling is idempotent.
+    ``num`` continues a finished run, a smaller one keeps every row but labels fewer ``ok``),
+    so they are settled here, as the output is written; the parts keep what they hold.
     """
     kept = 0
-    for shard in _shards(store):
-        rows = list(iter_jsonl(shard))
-        changed = False
-        for row in rows:
-            if row["reason"] not in PASSED:
-                continue
+    for row in rows:
+        if row["reason"] in PASSED:
             want = "ok" if kept < num else "surplus"
             kept += want == "ok"
             if row["reason"] != want:
                 _set_label(row, want)
-                changed = True
-        if changed:
-            atomic_write_text(shard, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        yield row
 
 
 def _versions() -> dict[str, str]:
@@ -466,8 +479,12 @@ def run_replay(
         ConfigError: invalid settings, or a chat template the pre-query cannot be derived from.
         InputError: the output holds results of a different replay config.
     """
+    from sdft.formats import is_folder_format
+
     say = notice or (lambda _m: None)
     t0 = time.time()
+    protect = [cfg.model] if Path(cfg.model).exists() else []
+    check_output(cfg.output, folder=is_folder_format(cfg.output_format), protect=protect)  # before any model
     backend = engine.name if engine is not None else pick_backend(cfg.backend, say)
     model_path = engine.model_path if engine is not None else resolve_model(cfg.model, log=say)
     if engine is not None:
@@ -478,33 +495,47 @@ def run_replay(
         tokenizer = AutoTokenizer.from_pretrained(model_path)
     pq = build_pre_query(cfg, tokenizer)
     rules = filter_rules(cfg, pq)
-    chash, ckey = config_hash(cfg, cfg.model, backend, pq)
+    chash, ckey = config_hash(cfg, cfg.model, backend, pq, model_path)
     rounds_cap = cfg.rounds_cap
+    runner = StageRunner(cfg.output, kind="sdft-replay", settings=ckey, protect=protect,
+                         output_format=cfg.output_format, overwrite=cfg.overwrite, notice=say)
+    own_engine = engine is None
+    with runner:
+        finished = runner.resume(reusable=lambda m: m.get("num_requested") == cfg.num
+                                 and m.get("max_rounds") == rounds_cap)
+        if finished is not None:
+            return ReplayResult(Path(cfg.output), finished, cached=True)
+        try:
+            tally = _rounds(engine, cfg, runner, chash, model_path, backend, tokenizer, pq, rules, on_progress, say)
+            engine = tally.pop("engine")
 
-    output = Path(cfg.output)
-    old = read_manifest(output)
-    if old and not cfg.overwrite and output.exists():
-        if old.get("config_hash") == chash:
-            if old.get("num_requested") == cfg.num and old.get("max_rounds") == rounds_cap:
-                say(f"{output} is already complete for this config: reusing it (pass --overwrite to redo)")
-                return ReplayResult(output, old, cached=True)
-            # Same rows, another num or round cap: continue from (or cut back) the finished rows.
-            store = ShardStore(output, chash, ckey)
-            if not store.done_ids():
-                store.append(iter_jsonl(output))
-        else:
-            raise InputError(f"{output} exists from a different replay config: pass --overwrite to replace it, "
-                             f"or choose another -o path")
-    store = ShardStore(output, chash, ckey, overwrite=cfg.overwrite)
+            def rows() -> Iterator[dict[str, Any]]:
+                return _relabelled(runner.ordered_records(), cfg.num)
 
+            manifest = _manifest(cfg, rows(), chash, model_path, backend, pq, rounds_cap, tally, t0)
+            if manifest["rows"]["kept"] < cfg.num:
+                say(f"only {manifest['rows']['kept']} of {cfg.num} rows kept after {rounds_cap} rounds "
+                    f"(keep rate {manifest['acceptance_rate']:.1%}): raise --max-rounds to continue this run")
+            rounds = {row["extra"]["round"] for row in runner.iter_records()}
+            expected = [_row_id(chash, r, slot) for r in sorted(rounds) for slot in range(cfg.batch_size)]
+            final = runner.finalize(manifest, expected_ids=expected, records=rows())
+        finally:
+            if own_engine and engine is not None:
+                engine.close()
+    return ReplayResult(Path(cfg.output), final)
+
+
+def _rounds(engine: Engine | None, cfg: ReplayConfig, runner: StageRunner, chash: str, model_path: str, backend: str,
+            tokenizer: Any, pq: PreQuery, rules: FilterRules, on_progress: ProgressCb | None,
+            say: Callable[[str], None]) -> dict[str, Any]:
+    """Run the missing rounds until ``num`` rows pass; the tallies (and the engine, once loaded)."""
     # State from finished rounds: which rounds exist, the counts, and the duplicate index
     # (rebuilt in round order, so a resumed round sees exactly what it saw the first time).
     dedup = Deduplicator(cfg.near_dup_threshold, ngram=cfg.ngram, unit=cfg.shingle)
     reasons: Counter[str] = Counter()
     done_rounds: set[int] = set()
     ref: Counter[str] = Counter()  # answered, refused (all answers) and kept (refusals among passing rows)
-    stored = sorted(store.iter_rows(), key=lambda row: row["index"])
-    for row in stored:
+    for row in sorted(runner.iter_records(), key=lambda row: row["index"]):
         done_rounds.add(row["extra"]["round"])
         reasons[row["reason"]] += 1
         if row["reason"] not in QUERY_DROPS:
@@ -513,12 +544,11 @@ def run_replay(
             ref["answered"] += 1
             ref["refused"] += row["refusal"]
             ref["kept"] += row["refusal"] and row["reason"] in PASSED
-    del stored
     passed = sum(reasons[k] for k in PASSED)
     if done_rounds:
-        say(f"resuming: {len(done_rounds)} rounds done, {passed} rows kept so far, in {store.parts}")
+        say(f"resuming: {len(done_rounds)} rounds done, {passed} rows kept so far, in {runner.paths.parts}")
 
-    tally = {"q_tokens": 0, "a_tokens": 0, "q_seconds": 0.0, "a_seconds": 0.0, "queries": 0}
+    tally: dict[str, Any] = {"q_tokens": 0, "a_tokens": 0, "q_seconds": 0.0, "a_seconds": 0.0, "queries": 0}
 
     def report(r: int) -> None:
         if on_progress:
@@ -530,78 +560,76 @@ def run_replay(
                 stats["q_s"] = round(tally["queries"] / tally["q_seconds"], 1)
             on_progress(min(passed, cfg.num), cfg.num, **stats)
 
-    own_engine = engine is None
-    try:
-        for r in range(rounds_cap):
-            if passed >= cfg.num:
-                break
-            if r in done_rounds:
-                continue
-            if engine is None:
-                engine = load_engine(model_path, backend, cfg.engine_options(), notice=say)
-            if not tally["queries"]:  # first round of this run
-                _warn_unstoppable(engine, tokenizer, cfg, pq, say)
-            seed = round_seed(cfg.seed, r, cfg.batch_size)
-            t = time.time()
-            gen = engine.generate([pq.text], cfg.query_sampling(seed, pq.stops))[0]
-            tally["q_seconds"] += time.time() - t
-            tally["queries"] += len(gen.completions)
-            tally["q_tokens"] += sum(c.num_tokens for c in gen.completions)
-            rows: list[dict[str, Any]] = []
-            to_answer: list[dict[str, Any]] = []
-            for slot, c in enumerate(gen.completions):
-                query = c.text.strip()
-                rid = _row_id(chash, r, slot)
-                reason, detail = check_query(query, c.finish_reason, rules)
-                if reason is None:
-                    reason, detail = dedup.check_and_add(query, rid)
-                row = {
-                    "id": rid, "index": r * cfg.batch_size + slot, "messages": cfg.answer_messages(query),
-                    "response": None, "original": None, "status": "dropped", "reason": reason or "ok",
-                    "detail": detail, "attempts": 0, "passed": 0, "chosen": None, "config_hash": chash,
-                    "source": "replay", "refusal": None,
-                    "extra": {"round": r, "slot": slot, "query_finish_reason": c.finish_reason,
-                              "query_tokens": c.num_tokens},
-                }
-                rows.append(row)
-                if reason is None:
-                    to_answer.append(row)
-            report(r)
-            if to_answer:
-                t = time.time()
-                answers = engine.generate([row["messages"] for row in to_answer],
-                                          cfg.answer_sampling(seed, pq.answer_stops))
-                tally["a_seconds"] += time.time() - t
-                _judge_answers(to_answer, answers, rules)
-                tally["a_tokens"] += sum(row["extra"]["answer_tokens"] for row in to_answer)
-                ref["answered"] += len(to_answer)
-                ref["refused"] += sum(row["refusal"] for row in to_answer)
-            share = ref["refused"] / ref["answered"] if ref["answered"] else 0.0
-            for row in rows:
-                if row["reason"] == "ok" and row["refusal"] and cfg.refusals == "proportional":
-                    if keep_refusal(ref["kept"], passed, share):
-                        ref["kept"] += 1
-                    else:
-                        row.update(reason="excess-refusal", passed=0,
-                                   detail=f"kept rows would hold more refusals than the {share:.1%} of all answers")
-                        row["candidates"][0].update(ok=False, reason="excess-refusal")
-                if row["reason"] == "ok":
-                    _set_label(row, "ok" if passed < cfg.num else "surplus")
-                    passed += 1
-                reasons[row["reason"]] += 1
-            store.append(rows)
-            report(r)
+    for r in range(cfg.rounds_cap):
+        if passed >= cfg.num:
+            break
+        if r in done_rounds:
+            continue
+        if engine is None:
+            engine = load_engine(model_path, backend, cfg.engine_options(), notice=say)
+        if not tally["queries"]:  # first round of this run
+            _warn_unstoppable(engine, tokenizer, cfg, pq, say)
+        rows = _one_round(engine, cfg, r, chash, pq, rules, dedup, tally, lambda r=r: report(r))
+        ref["answered"] += sum(row["refusal"] is not None for row in rows)
+        ref["refused"] += sum(bool(row["refusal"]) for row in rows)
+        share = ref["refused"] / ref["answered"] if ref["answered"] else 0.0
+        for row in rows:
+            if row["reason"] == "ok" and row["refusal"] and cfg.refusals == "proportional":
+                if keep_refusal(ref["kept"], passed, share):
+                    ref["kept"] += 1
+                else:
+                    row.update(reason="excess-refusal", passed=0,
+                               detail=f"kept rows would hold more refusals than the {share:.1%} of all answers")
+                    row["candidates"][0].update(ok=False, reason="excess-refusal")
+            if row["reason"] == "ok":
+                _set_label(row, "ok" if passed < cfg.num else "surplus")
+                passed += 1
+            reasons[row["reason"]] += 1
+        runner.append(rows)
+        report(r)
+    tally["engine"] = engine
+    return tally
 
-        _relabel(store, cfg.num)
-        manifest = _manifest(cfg, store, chash, model_path, backend, pq, rounds_cap, tally, t0)
-        if manifest["rows"]["kept"] < cfg.num:
-            say(f"only {manifest['rows']['kept']} of {cfg.num} rows kept after {rounds_cap} rounds "
-                f"(keep rate {manifest['acceptance_rate']:.1%}): raise --max-rounds to continue this run")
-        store.finalize(manifest)
-    finally:
-        if own_engine and engine is not None:
-            engine.close()
-    return ReplayResult(output, read_manifest(output) or manifest)
+
+def _one_round(engine: Engine, cfg: ReplayConfig, r: int, chash: str, pq: PreQuery, rules: FilterRules,
+               dedup: Deduplicator, tally: dict[str, Any], after_queries: Callable[[], None]) -> list[dict[str, Any]]:
+    """Round ``r``: sample ``batch_size`` queries, filter them, answer and judge the survivors.
+
+    Returns one row per attempt (refusal quotas and ok/surplus labels are the caller's).
+    """
+    seed = round_seed(cfg.seed, r, cfg.batch_size)
+    t = time.time()
+    gen = engine.generate([pq.text], cfg.query_sampling(seed, pq.stops))[0]
+    tally["q_seconds"] += time.time() - t
+    tally["queries"] += len(gen.completions)
+    tally["q_tokens"] += sum(c.num_tokens for c in gen.completions)
+    rows: list[dict[str, Any]] = []
+    to_answer: list[dict[str, Any]] = []
+    for slot, c in enumerate(gen.completions):
+        query = c.text.strip()
+        rid = _row_id(chash, r, slot)
+        reason, detail = check_query(query, c.finish_reason, rules)
+        if reason is None:
+            reason, detail = dedup.check_and_add(query, rid)
+        row = {
+            "id": rid, "index": r * cfg.batch_size + slot, "messages": cfg.answer_messages(query),
+            "response": None, "original": None, "status": "dropped", "reason": reason or "ok",
+            "detail": detail, "attempts": 0, "passed": 0, "chosen": None, "config_hash": chash,
+            "source": "replay", "refusal": None,
+            "extra": {"round": r, "slot": slot, "query_finish_reason": c.finish_reason,
+                      "query_tokens": c.num_tokens},
+        }
+        rows.append(row)
+        if reason is None:
+            to_answer.append(row)
+    after_queries()
+    if to_answer:
+        t = time.time()
+        answers = engine.generate([row["messages"] for row in to_answer], cfg.answer_sampling(seed, pq.answer_stops))
+        tally["a_seconds"] += time.time() - t
+        _judge_answers(to_answer, answers, rules)
+        tally["a_tokens"] += sum(row["extra"]["answer_tokens"] for row in to_answer)
+    return rows
 
 
 def _judge_answers(rows: list[dict[str, Any]], answers: list[Any], rules: FilterRules) -> None:
@@ -632,12 +660,12 @@ def _warn_unstoppable(engine: Engine, tokenizer: Any, cfg: ReplayConfig, pq: Pre
             f"to --query-max-tokens and be dropped as truncated")
 
 
-def _manifest(cfg: ReplayConfig, store: ShardStore, chash: str, model_path: str, backend: str, pq: PreQuery,
-              rounds_cap: int, tally: dict[str, Any], t0: float) -> dict[str, Any]:
+def _manifest(cfg: ReplayConfig, rows: Iterable[dict[str, Any]], chash: str, model_path: str, backend: str,
+              pq: PreQuery, rounds_cap: int, tally: dict[str, Any], t0: float) -> dict[str, Any]:
     reasons: Counter[str] = Counter()
     rounds: set[int] = set()
     answered = refused = kept_refused = 0
-    for row in store.iter_rows():
+    for row in rows:
         reasons[row["reason"]] += 1
         rounds.add(row["extra"]["round"])
         if row.get("refusal") is not None:

@@ -38,18 +38,19 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sdft import dist
-from sdft.config import to_dict
+from sdft.config import DType, check_literals, model_field, to_dict
 from sdft.errors import ConfigError
-from sdft.models import DEFAULT_MODEL, merge_adapter, resolve_model, save_model_dir
+from sdft.models import merge_adapter, resolve_model, save_model_dir
 from sdft.tracking import check_trackers, parse_report_to
 
 ProgressCb = Callable[..., None]
 Pair = tuple[list[dict[str, str]], str]
 
 LOSS_TYPES = ("nll", "dft")
+LossType = Literal[LOSS_TYPES]  # type: ignore[valid-type]
 # Refuse a run where more than this share of the examples would lose their whole answer
 # (prompt alone >= max_length): it would train on a fraction of the data the user meant.
 MAX_LOST_SHARE = 0.5
@@ -59,9 +60,10 @@ MAX_LOST_SHARE = 0.5
 class TrainConfig:
     """Fine-tuning settings (a recipe's ``train`` section, or ``sdft train`` flags)."""
 
-    model: str = field(default=DEFAULT_MODEL, metadata={"help": "model to fine-tune (alias, folder, .gguf, Hub id)"})
+    model: str = model_field("model to fine-tune")
     output_dir: str = field(default="runs/train", metadata={"help": "checkpoints, final/, merged/, metrics"})
-    finetune: str = field(default="lora", metadata={"help": "lora | full"})
+    finetune: Literal["lora", "full"] = field(default="lora", metadata={
+        "help": "LoRA adapters (peft) or full fine-tuning"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank (the paper: 8)"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
@@ -85,16 +87,14 @@ class TrainConfig:
     save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept"})
     merge: bool = field(default=True, metadata={"help": "also save merged/, a full model vLLM can load"})
     overwrite: bool = field(default=False, metadata={"help": "start fresh instead of resuming"})
-    dtype: str = field(default="auto", metadata={"help": "auto (bf16 on capable GPUs, else fp32) | float32 | "
-                                                         "bfloat16"})
-    loss_type: str = field(default="nll", metadata={"help": "nll (token-mean cross-entropy) | dft (each token's "
+    dtype: DType = field(default="auto", metadata={"help": "training dtype: auto (bf16 on capable GPUs, else "
+                                                           "fp32), float32, bfloat16 or float16"})
+    loss_type: LossType = field(default="nll", metadata={"help": "nll (token-mean cross-entropy) | dft (each token's "
                                                              "cross-entropy times its detached probability)"})
     report_to: str = field(default="none", metadata={"help": "none, or a comma list of tensorboard, wandb, mlflow"})
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.finetune not in ("lora", "full"):
-            problems.append(f"finetune must be lora or full, got '{self.finetune}'")
+        problems = check_literals(self)
         for name in ("lora_r", "lora_alpha", "per_device_batch_size", "gradient_accumulation_steps", "max_length",
                      "logging_steps", "save_steps"):
             if getattr(self, name) < 1:
@@ -107,12 +107,8 @@ class TrainConfig:
             problems.append("set epochs > 0 or max_steps >= 1")
         if not 0 <= self.warmup_ratio < 1:
             problems.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.dtype not in dist.DTYPES:
-            problems.append(f"dtype must be auto, float32, bfloat16 or float16, got '{self.dtype}'")
         if self.finetune == "lora" and not self.lora_target_modules:
             problems.append("lora_target_modules is empty")
-        if self.loss_type not in LOSS_TYPES:
-            problems.append(f"loss_type must be {' or '.join(LOSS_TYPES)}, got '{self.loss_type}'")
         try:
             parse_report_to(self.report_to)
         except ConfigError as e:

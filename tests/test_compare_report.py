@@ -129,7 +129,7 @@ def test_bad_answers_file_names_the_line(tmp_path):
     with pytest.raises(InputError, match=r"line \d+: 'value' must be a score in \[0, 100\]"):
         read_answers(f)
     f.write_text('{"model": "base", "suite": "s", "id": 1, "pass": true}\nnot json\n')
-    with pytest.raises(InputError, match="line 2: not valid JSON"):
+    with pytest.raises(InputError, match="line 2: malformed JSON"):
         read_answers(f)
     f.write_text('{"model": "base", "suite": "s", "id": 1, "pass": true}\n' * 2)
     with pytest.raises(InputError, match="appears twice"):

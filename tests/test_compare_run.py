@@ -83,11 +83,11 @@ def test_kill_between_units_resumes_skips_finished_and_retrains_changed(tiny_mod
     assert all(after[k] == v for k, v in before.items() if k.startswith(("units/sft/seed-0/", "data/"))), \
         "the finished unit or the shared rewrite/replay was redone"
     # one rewrite and one replay, shared by both seeds of sdft+replay
-    rewrites = sorted((out / "data").glob("rewrite-*.jsonl"))
+    rewrites = sorted((out / "data").glob("rewrite-*.manifest.json"))
     assert len(rewrites) == 1 and (out / "data" / "replay.jsonl.manifest.json").is_file()
     runs = {lab: json.loads((out / "units" / lab.split("@")[0] / f"seed-{lab[-1]}" / "run.json").read_text())
             for lab in LABELS}
-    assert runs["sdft+replay@s0"]["data"]["output"] == runs["sdft+replay@s1"]["data"]["output"] == str(rewrites[0])
+    assert runs["sdft+replay@s0"]["data"]["output"] == runs["sdft+replay@s1"]["data"]["output"] == str(rewrites[0]).removesuffix(".manifest.json")
     assert runs["sdft+replay@s0"]["data_hash"] == runs["sdft+replay@s1"]["data_hash"]  # same rows, other seed
     assert "replay" in runs["sdft+replay@s1"]["data"] and runs["sft@s0"]["data"] == {"answers": "original"}
     assert runs["sft@s0"]["fingerprint"] != runs["sft@s1"]["fingerprint"]

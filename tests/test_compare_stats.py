@@ -127,10 +127,14 @@ def test_mde_from_observed_variance_one_seed():
     assert r["mde"] == pytest.approx(2.8016 * sd / math.sqrt(300), rel=0.1)
 
 
-def test_seeded_and_reproducible():
+def test_seeded_and_reproducible(in_other_process):
     x = np.random.default_rng(6).normal(50, 10, size=(3, 60))
     assert stats.summarise(x, n_boot=400, seed=7) == stats.summarise(x, n_boot=400, seed=7)
-    assert stats.stable_int("task", "sdft") == stats.stable_int("task", "sdft") != stats.stable_int("sdft", "task")
+    assert stats.summarise(x, n_boot=400, seed=7) != stats.summarise(x, n_boot=400, seed=8)  # the seed is used
+    # stable_int seeds the bootstrap of every compare run: the same in every process, not just this one
+    here = stats.stable_int("task", "sdft")
+    assert here != stats.stable_int("sdft", "task")
+    assert in_other_process("from sdft.compare import stats", 'stats.stable_int("task", "sdft")') == here
 
 
 def test_bad_shapes_are_refused():

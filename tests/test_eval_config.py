@@ -14,6 +14,7 @@ from sdft.eval.config import EvalConfig, split_tuned
 from sdft.eval.report import answer_rows, pick_examples, render_markdown
 from sdft.eval.run import gate_failures
 from sdft.models import DEFAULT_MODEL
+from sdft.preflight import check
 
 
 # ---------------------------------------------------------------- config
@@ -24,10 +25,15 @@ def test_config_lists_every_problem(tmp_path):
                    max_new_tokens={"safety": 0, "vibes": 3}, task_verifier="magic", task_format="yaml")
     text = str(e.value)
     for part in ("unknown vibes", "max_drop.math: not one of the suites", ">= 0, got -1", ">= 0, got nan",
-                 "data.vibes: not a suite", "limit must be >= 1", "used twice", "'/nope/x' not found",
+                 "data.vibes: not a suite", "limit must be >= 1",
                  "task needs its data", "max_new_tokens.safety must be a whole number", "max_new_tokens.vibes: not a "
-                 "suite", "task_verifier: unknown verifier 'magic'", "task_format must be", "the name 'b/c' must be"):
+                 "suite", "task_verifier: unknown verifier 'magic'", "task_format must be"):
         assert part in text, text
+    # models and their names are checked by the preflight (the disk), not when the config is built
+    with pytest.raises(ConfigError) as e:
+        check(EvalConfig(tuned=["a=/nope/x", "a=/nope/y", "b/c=x/y"]))
+    for part in ("used twice", "'/nope/x' not found", "the name 'b/c' must be"):
+        assert part in str(e.value), str(e.value)
 
 
 def test_every_model_form_is_accepted_and_named(tmp_path):
@@ -45,11 +51,11 @@ def test_every_model_form_is_accepted_and_named(tmp_path):
                             ("SmolLM2.Q4", str(gguf)), ("model-1b", "org/model-1b"), ("x", str(tiny_model_dir))]
     assert EvalConfig(base=DEFAULT_MODEL, tuned=[f"seed={tiny_model_dir}"]).models()[0] == ("base", DEFAULT_MODEL)
     with pytest.raises(ConfigError, match=r"is not a model folder"):
-        EvalConfig(tuned=[str(tmp_path / "runs")])
+        check(EvalConfig(tuned=[str(tmp_path / "runs")]))
     with pytest.raises(ConfigError, match=r"base: 'missing.gguf' not found"):
-        EvalConfig(base="missing.gguf")
+        check(EvalConfig(base="missing.gguf"))
     with pytest.raises(ConfigError, match=r"the name 'base' is used twice"):
-        EvalConfig(tuned=[f"base={tiny_model_dir}"])
+        check(EvalConfig(tuned=[f"base={tiny_model_dir}"]))
     assert EvalConfig(base=str(adapter), tuned=[str(gguf)]).models()[0] == ("base", str(adapter))
 
 
@@ -100,9 +106,11 @@ def test_cli_without_arguments_prints_usage_and_exits_2(capfd):
     ((), None),
 ])
 def test_cli_budget_parsing(values, expected):
-    from sdft.commands.eval import _budgets
+    from sdft.commands.eval import OPTIONS
+    from sdft.config import from_dict
 
-    assert _budgets(values) == expected
+    kw = {"max_new_tokens": values}
+    assert from_dict(EvalConfig, OPTIONS.given(kw)).max_new_tokens == expected
 
 
 def test_cli_bad_input_exits_2_before_loading(capfd, tmp_path):

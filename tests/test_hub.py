@@ -241,14 +241,14 @@ def test_importing_hub_and_card_loads_no_hub_client():
 def test_push_a_real_rewrite_output(hub, hf_tiny, gsm8k_file, tmp_path):
     from sdft.rewrite import RewriteConfig, run_rewrite
 
-    out = tmp_path / "gsm.jsonl"
+    out = tmp_path / "rewritten.jsonl"  # beside the input, never over it
     cfg = RewriteConfig(input=str(gsm8k_file), output=str(out), model=hf_tiny.model_path, backend="hf", limit=2,
                         max_new_tokens=4, gap_rows=2)
     res = run_rewrite(cfg, engine=hf_tiny)
     push_dataset(out, "alice/gsm", token=TOKEN, endpoint=hub.url)
     files = hub.repo("alice/gsm", "dataset").files
-    assert files["gsm.jsonl"] == out.read_bytes()
-    assert json.loads(files["gsm.jsonl.manifest.json"]) == redact(res.manifest)
+    assert files["rewritten.jsonl"] == out.read_bytes()
+    assert json.loads(files["rewritten.jsonl.manifest.json"]) == redact(res.manifest)
     card = files["README.md"].decode()
     rows = res.manifest["rows"]
     assert f"| fallback | {rows['fallback']} |" in card and "## Distribution gap" in card

@@ -98,3 +98,22 @@ def test_mix_replay_reads_only_kept_rows(tmp_path):
     assert sum(r.get("source") == "replay" for r in mixed) == 10
     with pytest.raises(InputError, match="not found"):
         load_replay_rows(tmp_path / "missing.jsonl")
+
+
+@pytest.mark.parametrize("fmt", ["sharegpt", "alpaca"])
+def test_mix_reads_the_records_whatever_the_training_format(tmp_path, fmt):
+    """The replay rows come from OUT.records.jsonl: the training file's format does not matter."""
+    from sdft.store import StageRunner
+
+    out = tmp_path / "replay.jsonl"
+    rows = [{"id": f"r{i}", "index": i, "messages": [{"role": "user", "content": f"q{i}"}],
+             "response": f"a{i}" if i % 3 else None, "original": None, "status": "rewritten" if i % 3 else "dropped",
+             "reason": "ok" if i % 3 else "too-short", "source": "replay"} for i in range(12)]
+    with StageRunner(out, kind="sdft-replay", settings={"x": 1}, output_format=fmt) as r:
+        r.resume()
+        r.append(rows)
+        r.finalize({"kind": "sdft-replay", "config_hash": "ignored"})
+    kept, manifest = load_replay_rows(out)
+    assert [x["id"] for x in kept] == [x["id"] for x in rows if x["status"] == "rewritten"]
+    assert all(x["messages"][-1]["role"] == "user" and x["response"] for x in kept)
+    assert manifest["format"] == fmt and "messages" not in json.loads(out.read_text().splitlines()[0])

@@ -17,7 +17,7 @@ import pytest
 
 from sdft.engines import EngineOptions, SamplingConfig, load_engine
 from sdft.rewrite import RewriteConfig, run_rewrite
-from sdft.store import iter_jsonl
+from sdft.store import iter_records
 
 pytestmark = pytest.mark.vllm
 
@@ -100,6 +100,6 @@ def test_server_killed_mid_run_and_restarted_loses_nothing(server, tiny_model_di
     res = run_rewrite(cfg)
     t.join(timeout=5)
     assert not t.is_alive(), "the server was never killed: the run finished too fast to test anything"
-    got = list(iter_jsonl(out))
+    got = list(iter_records(out))
     assert [r["original"] for r in got] == [r["answer"] for r in rows]
     assert len({r["id"] for r in got}) == 16 and res.manifest["backend"] == "openai"

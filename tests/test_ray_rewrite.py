@@ -81,13 +81,13 @@ def test_ray_workers_plus_merge_equal_single_process(tiny_model_dir, data, tmp_p
         out2 = tmp_path / "ray2" / "out.jsonl"
         parts2 = [out2.parent / "out.jsonl.ray" / f"part-{i}.jsonl" for i in range(2)]
         parts2[0].parent.mkdir(parents=True)
-        for suffix in ("", ".manifest.json"):
+        for suffix in ("", ".records.jsonl", ".rejected.jsonl", ".manifest.json"):
             Path(str(parts2[0]) + suffix).write_bytes(Path(str(parts[0]) + suffix).read_bytes())
         parts2[1].write_text("")
         Path(str(parts2[1]) + ".manifest.json").write_text(json.dumps({"config_hash": "another"}))
         code, text = run_main(["rewrite", str(data), "-o", str(out2), *model, *COMMON, "--ray", "2"], capsys)
         assert code == 2, text  # the worker's own error was bad input: its exit code is kept
-        assert "1 of 2 ray workers failed" in text and "different rewrite config" in text
+        assert "1 of 2 ray workers failed" in text and "not an sdft manifest" in text
         assert f"shard 1/2 ({parts2[1]})" in text and "shard 0/2 (" not in text
         assert not out2.exists()
     finally:

@@ -62,7 +62,7 @@ def test_every_shipped_recipe_validates(name, bfcl_prepared, monkeypatch):
     assert cfg.rewrite_config() and cfg.train_config()
     _check_verifier(cfg)
     if cfg.eval is not None:
-        assert cfg.eval.get("suites")
+        assert cfg.eval.suites
 
 
 def _check_verifier(cfg) -> None:
@@ -148,7 +148,7 @@ def test_overrides_apply_with_types():
                                    "train.lora_target_modules=q_proj,v_proj", "train.merge=false"])
     tc = cfg.train_config()
     assert tc.learning_rate == 1e-5 and isinstance(tc.learning_rate, float)
-    assert cfg.data.limit == 8 and cfg.method == "sft" and cfg.eval["limit"] == 3
+    assert cfg.data.limit == 8 and cfg.method == "sft" and cfg.eval.limit == 3
     assert tc.lora_target_modules == ["q_proj", "v_proj"] and tc.merge is False
     with pytest.raises(ConfigError, match="train.learning_rate: expected a number"):
         validate_recipe("demo", ["train.learning_rate=fast"])

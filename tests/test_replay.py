@@ -32,7 +32,7 @@ from sdft.replay_filters import (
     looks_like_request,
     shingles,
 )
-from sdft.store import iter_jsonl, read_manifest
+from sdft.store import iter_jsonl, iter_records, read_manifest
 
 LLAMA3 = (
     "{{ bos_token }}{% for message in messages %}"
@@ -145,7 +145,8 @@ def test_config_problems_are_collected():
 
 def test_round_seeds_do_not_overlap():
     seeds = [round_seed(0, r, 64) for r in range(50)]
-    assert all(b - a == 64 for a, b in zip(seeds, seeds[1:]) if b > a)
+    # round r samples with seeds s_r .. s_r + 63 (vLLM's n samples): no seed may serve two samples
+    assert len({(s + i) % 2**31 for s in seeds for i in range(64)}) == 50 * 64
     assert round_seed(0, 3, 64) == round_seed(0, 3, 64) != round_seed(1, 3, 64)
 
 
@@ -268,7 +269,7 @@ def test_exact_and_near_duplicates_counted_exactly():
     assert dedup(texts[3:5], threshold=0.7, ngram=3, unit="word")[1][0] is None
 
 
-def test_near_duplicate_index_scales_and_is_reproducible():
+def test_near_duplicate_index_scales_and_is_reproducible(in_other_process):
     import random
 
     rng = random.Random(0)
@@ -278,7 +279,9 @@ def test_near_duplicate_index_scales_and_is_reproducible():
     d = Deduplicator(0.7)
     assert all(d.check_and_add(t)[0] is None for t in base)
     assert all(d.check(t)[0] == "near-duplicate" for t in variants)
-    assert dedup(base + variants) == dedup(base + variants)
+    # the same verdicts in another process (the shingle hashes must not depend on Python's hash seed)
+    verdicts = json.loads(json.dumps(dedup(base + variants)))
+    assert in_other_process("from sdft.replay_filters import dedup", f"dedup({base + variants!r})") == verdicts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,7 +303,7 @@ def test_generation_run_counts_manifest_and_format(vllm_tiny, tmp_path):
     res = run_replay(cfg, engine=vllm_tiny, on_progress=lambda d, t, **k: progress.append((d, t, k)))
     m = read_manifest(out)
     assert m == res.manifest and m["kind"] == "sdft-replay"
-    rows = list(iter_jsonl(out))
+    rows = list(iter_records(out))
     assert m["pre_query"] == "<|im_start|>user\n" and m["pre_query_derived"] and m["stop"] == []
     # every attempt is a row, counted under exactly one reason
     assert len(rows) == m["rows"]["total"] == m["rounds"] * 24 == m["queries_this_run"]
@@ -323,9 +326,13 @@ def test_generation_run_counts_manifest_and_format(vllm_tiny, tmp_path):
         if r["reason"] in QUERY_CHECKS:
             assert "candidates" not in r and r["attempts"] == 0
     assert not (tmp_path / "replay.jsonl.parts").exists()
+    # the training file: the kept rows only, as chat messages
+    kept = [r for r in rows if r["reason"] == "ok"]
+    assert list(iter_jsonl(out)) == [{"messages": [*r["messages"], {"role": "assistant", "content": r["response"]}]}
+                                     for r in kept]
     # a rerun of the same command regenerates nothing
     again = run_replay(cfg, engine=vllm_tiny)
-    assert again.cached and list(iter_jsonl(out)) == rows
+    assert again.cached and list(iter_records(out)) == rows
 
 
 def test_resume_after_crash_matches_an_uninterrupted_run(vllm_tiny, tmp_path):
@@ -347,29 +354,29 @@ def test_resume_after_crash_matches_an_uninterrupted_run(vllm_tiny, tmp_path):
     resumed = run_replay(cfg, engine=vllm_tiny)
     assert resumed.manifest["queries_this_run"] == 24  # only the missing round
     # the same config gives the same ids, so the rows compare whole
-    assert list(iter_jsonl(out)) == list(iter_jsonl(tmp_path / "clean.jsonl"))
+    assert list(iter_records(out)) == list(iter_records(tmp_path / "clean.jsonl"))
     assert resumed.manifest["filters"] == clean.manifest["filters"]
 
 
 def test_larger_num_continues_and_smaller_num_cuts_back(vllm_tiny, tmp_path):
     out = tmp_path / "r.jsonl"
     first = _run(vllm_tiny, out, num=2, max_rounds=3)
-    rows1 = list(iter_jsonl(out))
+    rows1 = list(iter_records(out))
     passing = [r for r in rows1 if r["reason"] in ("ok", "surplus")]
     assert first.manifest["rows"]["kept"] == 2 and len(passing) >= 2
     assert [r["reason"] for r in passing] == ["ok", "ok"] + ["surplus"] * (len(passing) - 2)
     # more rows wanted: the surplus becomes kept, finished rounds are not regenerated
     more = _run(vllm_tiny, out, num=len(passing) + 1000, max_rounds=first.manifest["rounds"] + 1)
     assert more.manifest["queries_this_run"] == 24
-    rows2 = list(iter_jsonl(out))
+    rows2 = list(iter_records(out))
     assert [r["id"] for r in rows2[:len(rows1)]] == [r["id"] for r in rows1]
     assert all(r["reason"] == "ok" for r in rows2 if r["reason"] in ("ok", "surplus"))
     # fewer rows wanted: the same rows, relabelled, nothing generated
     fewer = _run(vllm_tiny, out, num=1, max_rounds=first.manifest["rounds"] + 1)
     assert fewer.manifest["queries_this_run"] == 0 and fewer.manifest["rows"]["kept"] == 1
-    assert [r["id"] for r in iter_jsonl(out)] == [r["id"] for r in rows2]
+    assert [r["id"] for r in iter_records(out)] == [r["id"] for r in rows2]
     # another config refuses to mix, unless overwrite
-    with pytest.raises(InputError, match="different replay config"):
+    with pytest.raises(InputError, match="other settings"):
         _run(vllm_tiny, out, num=1, seed=8)
     assert _run(vllm_tiny, out, num=1, seed=8, max_rounds=1, overwrite=True).manifest["config"]["seed"] == 8
 
@@ -385,7 +392,7 @@ def test_cli_run_on_hf_backend_and_inspect(tiny_model_dir, tmp_path, capsys):
     m = read_manifest(out)
     assert m["backend"] == "hf" and m["rows"]["total"] == 8 and sum(m["filters"].values()) == 8
     # one prompt, n = 8 samples: the samples differ
-    assert len({r["messages"][-1]["content"] for r in iter_jsonl(out)}) > 1
+    assert len({r["messages"][-1]["content"] for r in iter_records(out)}) > 1
     main(["inspect", str(out), "--show", "1"])
     text = capsys.readouterr().out
     assert "replay summary" in text and "truncated" in text
@@ -397,9 +404,9 @@ def test_cli_run_on_hf_backend_and_inspect(tiny_model_dir, tmp_path, capsys):
 def test_gap_report_refuses_replay_rows_with_a_clear_error():
     """Replay rows have no original answer: `sdft inspect --gap` must say why, before loading a model."""
     from sdft.errors import InputError
-    from sdft.report import distribution_gap
+    from sdft.gap import score_records
 
     rows = [{"messages": [{"role": "user", "content": "q"}], "original": None, "response": "a",
              "status": "rewritten"}]
     with pytest.raises(InputError, match="replay output"):
-        distribution_gap(None, rows)
+        score_records(None, rows)

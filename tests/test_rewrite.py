@@ -14,13 +14,14 @@ import pytest
 
 from sdft.errors import InputError
 from sdft.rewrite import RewriteConfig, run_rewrite
-from sdft.store import iter_jsonl, read_manifest
+from sdft.store import iter_jsonl, iter_records, read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def rows_of(p: Path) -> list[dict]:
-    return list(iter_jsonl(p))
+    """Every row's sdft record (kept rows from OUT.records.jsonl, the rest from OUT.rejected.jsonl)."""
+    return list(iter_records(p))
 
 
 def test_every_row_written_with_status_and_original(vllm_tiny, gsm8k_file, tmp_path):
@@ -35,31 +36,46 @@ def test_every_row_written_with_status_and_original(vllm_tiny, gsm8k_file, tmp_p
     assert len({r["id"] for r in rows}) == 6
     # a random-weight model never reaches the reference number: every row falls back to the original
     assert all(r["status"] == "fallback" and r["response"] == r["original"] for r in rows)
-    assert all(r["reason"] in ("truncated", "no-answer", "wrong-answer", "empty") for r in rows)
+    assert all(r["reason"] in ("truncated", "no-answer", "wrong-answer", "empty", "repetition", "too-long")
+               for r in rows)
     assert all(r["messages"][-1]["content"] == s["question"] for r, s in zip(rows, src))
+    # the default ladder: the own greedy answer + 4 samples, 4 hinted and 4 reference candidates per row
+    for r in rows:
+        assert [c["source"] for c in r["candidates"]] == ["own"] * 5 + ["hint"] * 4 + ["reference"] * 4
+        assert r["source"] == "original" and r["nll"]["kept"] == r["nll"]["original"] > 0
+        assert r["nll"]["own"] > 0
     m = read_manifest(out)
     assert m == res.manifest
     assert m["rows"] == {"total": 6, "rewritten": 0, "fallback": 6, "dropped": 0}
     assert m["verifier"] == "math" and sum(m["reasons"].values()) == 6
-    assert m["gap"]["rows"] == 3 and m["gap"]["original_nll"] > 0 and m["gap"]["warning"]
+    assert m["gap"]["rows"] == 6 and m["gap"]["original_nll"] > 0 and m["gap"]["warning"]
+    assert m["gap"]["gap_closed"] == 0.0 and m["gap"]["acceptance"] == 0
+    assert set(m["sources"]) == {"own", "hint", "reference"}
+    assert m["sources"]["hint"]["candidates"] == 24 and m["sources"]["own"]["generated_tokens"] > 0
     assert progress[-1] == (6, 6)
     assert not (tmp_path / "o.jsonl.parts").exists()
+    # the training file holds the kept rows only, as chat messages ending with the kept answer
+    assert list(iter_jsonl(out)) == [{"messages": [*r["messages"], {"role": "assistant", "content": r["response"]}]}
+                                     for r in rows]
+    assert not (tmp_path / "o.jsonl.rejected.jsonl").read_text()
 
 
 def test_best_of_k_drop_and_candidates(vllm_tiny, gsm8k_file, tmp_path):
     out = tmp_path / "o.jsonl"
     cfg = RewriteConfig(input=str(gsm8k_file), output=str(out), model=vllm_tiny.model_path, samples=3,
-                        temperature=1.0, select="min-nll", on_fail="drop", max_new_tokens=8, gap_rows=0)
+                        temperature=1.0, select="min-nll", on_fail="drop", max_new_tokens=8, gap_rows=0,
+                        sources=["reference", "original"], max_length_ratio=0)
     run_rewrite(cfg, engine=vllm_tiny)
     rows = rows_of(out)
     assert all(r["attempts"] == 3 and len(r["candidates"]) == 3 for r in rows)
     assert all(r["status"] == "dropped" and r["response"] is None for r in rows)
+    assert out.read_text() == "" and len(list(iter_jsonl(tmp_path / "o.jsonl.rejected.jsonl"))) == 6
 
 
 def test_cache_conflict_overwrite_and_larger_limit(vllm_tiny, gsm8k_file, tmp_path):
     out = tmp_path / "o.jsonl"
     base = dict(input=str(gsm8k_file), output=str(out), model=vllm_tiny.model_path, max_new_tokens=8,
-                gap_rows=0)
+                gap_rows=0, sources=["reference", "original"], samples=1, max_length_ratio=0)
     run_rewrite(RewriteConfig(**base, limit=3), engine=vllm_tiny)
     first = rows_of(out)
     assert len(first) == 3
@@ -70,8 +86,12 @@ def test_cache_conflict_overwrite_and_larger_limit(vllm_tiny, gsm8k_file, tmp_pa
     # same config again: cached
     assert run_rewrite(RewriteConfig(**base, limit=5), engine=vllm_tiny).cached
     # another config refuses to mix, unless overwrite
-    with pytest.raises(InputError, match="different rewrite config"):
+    with pytest.raises(InputError, match=r"other settings \(changed: .*max_new_tokens \(8 -> 9\)"):
         run_rewrite(RewriteConfig(**{**base, "max_new_tokens": 9}, limit=5), engine=vllm_tiny)
+    # a smaller limit never cuts a finished output back
+    with pytest.raises(InputError, match="never cut back"):
+        run_rewrite(RewriteConfig(**base, limit=2), engine=vllm_tiny)
+    assert len(rows_of(out)) == 5
     run_rewrite(RewriteConfig(**{**base, "max_new_tokens": 9}, limit=5, overwrite=True), engine=vllm_tiny)
     assert read_manifest(out)["sampling"]["max_new_tokens"] == 9
 

@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import pytest
 
-from sdft.verify.arithmetic import calculate_tail, check_steps, evaluate, find_steps
+from sdft.verify.arithmetic import check_steps, evaluate, find_steps, first_wrong_result, supported_prefix
 
 
 @pytest.mark.parametrize("text", [
@@ -76,12 +76,22 @@ def test_evaluate_and_calculator() -> None:
     assert evaluate("(3 + 4) * 2") == 14
     assert evaluate("$1,200 x 2") == 2400
     assert evaluate("hello") is None
-    assert calculate_tail("Natalia sold 48 / 2 =") == "24"
-    assert calculate_tail("so 10/3 = ") == "3.33"
-    assert calculate_tail("she owes 5 - 8 =") == "-3"
-    assert calculate_tail("Let x =") is None
-    assert calculate_tail("a <=") is None
-    assert calculate_tail("1 / 0 =") is None
+    text = "So 48 / 2 = 25 clips. Then 25 + 48 = 73."
+    cut, value = first_wrong_result(text)
+    assert text[:cut] + " " + value == "So 48 / 2 = 24"
+    assert first_wrong_result("2 * 3 + 4 = 6 + 4 = 11") == (19, "10")
+    assert first_wrong_result("10 / 3 = 3.4", 0) == (8, "3.33")
+    assert first_wrong_result("So 48 / 2 = 24 clips.") is None
+    assert first_wrong_result("So 48 / 2 = 25 clips.", start=20) is None  # already checked
+
+
+def test_supported_prefix_stops_at_the_first_step_the_reference_does_not_reach():
+    q = "Natalia sold clips to 48 friends in April and half as many in May. How many in all?"
+    ref = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips.\n#### 72"
+    own = "To find the total, we add April and May. In May she sold 48 / 2 = 24 clips. So 48 + 24 = 80 in all."
+    assert supported_prefix(own, q, ref) == own[: own.index(" So 48")]
+    assert supported_prefix("She sold 17 clips in May.", q, ref) == ""  # 17 appears nowhere
+    assert supported_prefix("Step 1: add them.", q, ref) == "Step 1: add them."  # small list numbers are fine
 
 
 def test_hostile_text_is_bounded() -> None:
@@ -89,5 +99,6 @@ def test_hostile_text_is_bounded() -> None:
                  "= " * 500_000, "1 = " * 300_000]:
         t = time.perf_counter()
         check_steps(text, Fraction(1))
-        calculate_tail(text + " =")
+        first_wrong_result(text)
+        supported_prefix(text, text[:1000], text[-1000:])
         assert time.perf_counter() - t < 2.0

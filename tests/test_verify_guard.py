@@ -58,11 +58,28 @@ def test_meta_talk_false_positives_are_avoided(text: str) -> None:
     assert guard(text, "stop", "ref").ok
 
 
-def test_meta_talk_patterns_compile() -> None:
+# One phrase each pattern exists to catch (same order as META_TALK_PATTERNS).
+META_TALK_EXAMPLES = (
+    "Compared with the reference answer, this is shorter.",
+    "As the reference says, add the two numbers.",
+    "The original answer forgot the units.",
+    "The rewritten version follows.",
+    "Here's a paraphrased solution.",
+    "I've reworded it below.",
+    "Put in my own words: 7.",
+    "Here is your answer: 7.",
+    "As requested, the total is 7.",
+)
+
+
+def test_every_meta_talk_pattern_catches_its_phrase() -> None:
     import re
 
-    for pattern in META_TALK_PATTERNS:
-        re.compile(pattern)
+    assert len(META_TALK_EXAMPLES) == len(META_TALK_PATTERNS)
+    for pattern, example in zip(META_TALK_PATTERNS, META_TALK_EXAMPLES):
+        assert re.search(pattern, example, re.IGNORECASE), (pattern, example)
+        assert find_meta_talk(example) is not None
+        assert guard(example, "stop", REF).reason == "meta-talk"
 
 
 class _Recorder:
@@ -103,18 +120,19 @@ def test_registry_names() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "options"),
+    ("name", "options", "built"),
     [
-        ("regex", {"pattern": r"(\d+)"}),
-        ("code", {"timeout_s": 2, "memory_mb": 256, "tests_field": "tests"}),
-        ("math", {"rel_tol": 1e-4}),
-        ("exact", {"normalize": False}),
-        ("tool_call", {}),  # "_" is accepted for "-"
-        ("MATH", {}),
+        ("regex", {"pattern": r"(\d+)"}, "regex"),
+        ("code", {"timeout_s": 2, "memory_mb": 256, "tests_field": "tests"}, "code"),
+        ("math", {"rel_tol": 1e-4}, "math"),
+        ("exact", {"normalize": False}, "exact"),
+        ("tool_call", {}, "tool-call"),  # "_" is accepted for "-"
+        ("MATH", {}, "math"),
     ],
 )
-def test_get_verifier_options(name: str, options: dict[str, Any]) -> None:
+def test_get_verifier_options(name: str, options: dict[str, Any], built: str) -> None:
     verifier = get_verifier(name, **options)
+    assert verifier.name == built  # an alias builds the verifier it names, not just any verifier
     for key, value in options.items():
         got = getattr(verifier, key)
         assert (got.pattern if key == "pattern" else got) == value

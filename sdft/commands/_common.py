@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.table import Table
-
 from sdft.commands._ui import console, out
+from sdft.commands._ui import table as Table
 
 
 def summary_table(manifest: dict[str, Any]) -> None:
@@ -16,7 +15,7 @@ def summary_table(manifest: dict[str, Any]) -> None:
         return
     rows = manifest.get("rows", {})
     total = rows.get("total", 0) or 1
-    t = Table(title="rewrite summary", title_justify="left")
+    t = Table(title="rewrite summary")
     t.add_column("status")
     t.add_column("rows", justify="right")
     t.add_column("share", justify="right")
@@ -26,7 +25,7 @@ def summary_table(manifest: dict[str, Any]) -> None:
     out.print(t)
     reasons = manifest.get("reasons") or {}
     if reasons:
-        r = Table(title="reasons", title_justify="left")
+        r = Table(title="reasons")
         r.add_column("reason")
         r.add_column("rows", justify="right")
         for k, v in reasons.items():
@@ -43,7 +42,7 @@ def _replay_summary(manifest: dict[str, Any]) -> None:
     rows = manifest.get("rows", {})
     total = rows.get("total", 0)
     t = Table(title=f"replay summary: {rows.get('kept', 0)} of {manifest.get('num_requested')} rows kept "
-                    f"from {total} attempts", title_justify="left")
+                    f"from {total} attempts")
     t.add_column("reason")
     t.add_column("rows", justify="right")
     t.add_column("share of attempts", justify="right")
@@ -68,24 +67,50 @@ def _replay_summary(manifest: dict[str, Any]) -> None:
                   f"wall {manifest.get('wall_seconds_this_run')} s")
 
 
+def print_files(output: str, manifest: dict[str, Any]) -> None:
+    """Where the training rows, the records and the rejected rows are."""
+    files = manifest.get("files")
+    if not files:  # an output of an older sdft: rows and bookkeeping in one file
+        return
+    fmt = manifest.get("format")
+    rows = manifest.get("rows", {})
+    kept = rows.get("kept", rows.get("rewritten", 0) + rows.get("fallback", 0))
+    out.print(f"training rows ({kept}, --format {fmt}): {output}; records: {files['records']['name']}; "
+              f"rejected ({rows.get('total', 0) - kept}): {files['rejected']['name']}", markup=False, highlight=False)
+
+
 def print_gap(gap: dict[str, Any] | None) -> None:
-    """The distribution-gap report: seed-model NLL of originals vs kept rewrites vs own answers."""
+    """The distribution-gap report: seed NLL of originals, kept answers and own answers; per source."""
     if not gap or not gap.get("rows"):
         return
-    t = Table(title=f"distribution gap (seed-model NLL per token, first {gap['rows']} rows; lower = closer)",
-              title_justify="left")
+    t = Table(title=f"distribution gap over {gap['rows']} rows (seed NLL per token under the training prompt; "
+                    f"lower = closer to the model)")
     t.add_column("answers")
     t.add_column("mean NLL", justify="right")
-    t.add_row("original (all rows)", _f(gap.get("original_nll")))
-    t.add_row(f"original (the {gap.get('rewritten_rows', 0)} rewritten rows)",
-              _f(gap.get("original_nll_on_rewritten_rows")))
-    t.add_row("kept rewrites", _f(gap.get("rewrite_nll")))
-    t.add_row("model's own answers (floor)", _f(gap.get("own_answer_nll")))
+    t.add_row("original (reference)", _f(gap.get("original_nll")))
+    t.add_row("kept (what training sees; fallback rows = original)", _f(gap.get("kept_nll")))
+    t.add_row(f"model's own answers (floor, {gap.get('rows_with_own_answer', 0)} rows)", _f(gap.get("own_answer_nll")))
     out.print(t)
-    if gap.get("length_ratio") is not None:
-        out.print(f"rewrite/original length ratio: {gap['length_ratio']:.2f}")
+    per = gap.get("per_source") or {}
+    if per:
+        s = Table(title="per source")
+        for col in ("source", "rows kept", "mean NLL", "candidates", "passed", "generated tokens", "seconds"):
+            s.add_column(col, justify="left" if col == "source" else "right")
+        for name, v in per.items():
+            s.add_row(name, str(v.get("rows", 0)), _f(v.get("nll")), str(v.get("candidates", "–")),
+                      str(v.get("passed", "–")), str(v.get("generated_tokens", "–")), str(v.get("seconds", "–")))
+        out.print(s)
+    closed = gap.get("gap_closed")
+    if closed is not None:
+        per_row = gap.get("generated_tokens_per_kept_row")
+        out.print(f"gap closed over all rows: {closed:.1%}; acceptance {gap.get('acceptance', 0):.1%}"
+                  + (f"; {per_row:.0f} generated tokens per kept row" if per_row else "")
+                  + f"; kept answers {gap.get('kept_tokens_mean') or 0:.0f} tokens, total NLL "
+                    f"{gap.get('kept_total_nll_mean') or 0:.1f} on average", markup=False, highlight=False)
     if gap.get("warning"):
         console.print(f"[bold yellow]warning:[/] {gap['warning']}")
+    elif closed is not None and closed > 0:
+        console.print(f"[green]the training answers moved closer to the model: {closed:.0%} of the gap closed[/]")
 
 
 def _f(v: float | None) -> str:

@@ -6,7 +6,11 @@ from typing import Any
 
 import click
 
+from sdft.compare.config import CompareSection
 from sdft.compare.methods import presets_help
+from sdft.options import ConfigOptions, overrides_option, verbosity_options
+from sdft.pipeline import DataSection, PipelineConfig
+from sdft.rewrite import RewriteConfig
 
 EPILOG = """\b
 Examples:
@@ -31,37 +35,35 @@ method: mean over seeds [95% CI], Δ vs the seed model, p and MDE vs the baselin
 """
 
 
-def _seeds(value: str | None) -> int | list[int] | None:
-    if value is None:
-        return None
-    try:
-        if "," in value:
-            return [int(v) for v in value.split(",") if v.strip()]
-        return int(value)
-    except ValueError:
-        raise click.BadParameter(f"expected N or a comma-separated list of seeds, got '{value}'",
-                                 param_hint="--seeds") from None
+PIPELINE = ConfigOptions(PipelineConfig, only=["model", "rewrite_model", "seed", "replay"])
+DATA = ConfigOptions(DataSection, section="data",
+                     names={"path": "--data", "format": "--data-format", "name": "--data-name"})
+COMPARE = ConfigOptions(CompareSection, section="compare", exclude=["replay"])
+ENGINE = ConfigOptions(RewriteConfig, section="rewrite", only=["backend", "base_url", "api_key", "max_concurrency"])
 
 
 @click.command("compare", epilog=EPILOG)
 @click.argument("recipe", required=False)
-@click.argument("overrides", nargs=-1)
-@click.option("--methods", help="Comma-separated methods, in report order (default: sft,sdft).")
-@click.option("--seeds", help="Training seeds: N (0..N-1) or a comma-separated list such as 0,5,7.")
-@click.option("-o", "--output-dir", help="Run folder (default: compare.output_dir, else runs/compare-RECIPE).")
-@click.option("--model", help="Seed model (alias, folder, .gguf, Hub id).")
-@click.option("--data", "data_path", help="Task dataset (overrides data.path).")
+@overrides_option
+@COMPARE
+@PIPELINE
+@DATA
+@ENGINE
 @click.option("--report", "report_dir", metavar="DIR",
               help="Only regenerate the report of the compare run in DIR from its files (loads no model).")
-def command(recipe: str | None, overrides: tuple[str, ...], methods: str | None, seeds: str | None,
-            output_dir: str | None, model: str | None, data_path: str | None, report_dir: str | None) -> None:
+@verbosity_options
+def command(recipe: str | None, overrides: tuple[str, ...], report_dir: str | None, verbose: bool, quiet: bool,
+            **kw: Any) -> None:
     """Train each method over several seeds from one seed model; report task gain against forgetting.
 
     RECIPE is a compare recipe (recipes/compare/NAME.yaml), any `sdft train` recipe, or a YAML path;
-    key=value overrides follow it (compare.* and methods.* included).
+    key=value overrides follow it (compare.* and methods.* included); flags win over them.
     """
     from pathlib import Path
 
+    from sdft.commands._ui import set_verbosity
+
+    set_verbosity(verbose, quiet)
     if report_dir:
         if recipe or overrides:
             raise click.UsageError("--report DIR takes no recipe or overrides: it rebuilds a finished run's report")
@@ -70,48 +72,45 @@ def command(recipe: str | None, overrides: tuple[str, ...], methods: str | None,
 
         print_report(write_report(Path(report_dir), notice=notice))
         return
+    from sdft.commands._run import settings
     from sdft.compare.config import load_compare, load_compare_recipe
+    from sdft.config import deep_merge
+    from sdft.preflight import check
 
     if recipe and "=" in recipe:  # no recipe, only overrides
         overrides, recipe = (recipe, *overrides), None
-    data, source, name = load_compare_recipe(recipe, overrides)
+    data, source, name = load_compare_recipe(recipe, ())
     flags: dict[str, Any] = {}
-    if methods:
-        flags["methods"] = [m.strip() for m in methods.split(",") if m.strip()]
-    parsed = _seeds(seeds)
-    if parsed is not None:
-        flags["seeds"] = parsed
-    if output_dir:
-        flags["output_dir"] = output_dir
-    if flags:
-        data["compare"] = {**(data.get("compare") or {}), **flags}
-    if model:
-        data["model"] = model
-    if data_path:
-        data["data"] = {**(data.get("data") or {}), "path": data_path}
+    for opts in (COMPARE, PIPELINE, DATA, ENGINE):
+        flags = deep_merge(flags, opts.given(kw))
+    data = settings(flags, overrides, data)
+    _share_engine(data, flags.get("rewrite", {}))
     cfg = load_compare(data, source=source, output_dir=f"runs/compare-{name}")
+    check(cfg)
     _run(cfg)
 
 
+def _share_engine(data: dict[str, Any], engine: dict[str, Any]) -> None:
+    """``--backend``/``--base-url`` flags: the rewrite's engine also writes the shared replay data, and an
+    in-process backend also runs the eval (a server holds the seed model only)."""
+    if not engine:
+        return
+    section = data.setdefault("compare", {})
+    replay = section.setdefault("replay", {}) if isinstance(section, dict) else None
+    if isinstance(replay, dict):
+        for key, value in engine.items():
+            replay.setdefault(key, value)
+    if isinstance(data.get("eval"), dict) and engine.get("backend") not in (None, "openai"):
+        data["eval"].setdefault("backend", engine["backend"])
+
+
 def _run(cfg: Any) -> None:
-    from sdft.commands._ui import console, notice, progress_bar
+    from sdft.commands._run import log_file
+    from sdft.commands._ui import StageProgress, console, engine_logs, notice
     from sdft.compare.run import run_compare
 
-    current: dict[str, Any] = {}
-
-    def progress(stage: str, done: int, total: int | None, stats: dict) -> None:
-        if current.get("stage") != stage:
-            if current.get("cm") is not None:
-                current["cm"].__exit__(None, None, None)
-            cm = progress_bar(stage, total=total, unit="steps" if stage.startswith("train") else "rows")
-            current.update(stage=stage, cm=cm, bar=cm.__enter__())
-        current["bar"](done, total, **{k: v for k, v in stats.items() if v is not None})
-
-    try:
-        result = run_compare(cfg, on_progress=progress, notice=notice)
-    finally:
-        if current.get("cm") is not None:
-            current["cm"].__exit__(None, None, None)
+    with engine_logs(log_file(cfg.output_dir, folder=True)), StageProgress("compare") as bar:
+        result = run_compare(cfg, on_progress=bar, notice=notice)
     console.print(f"[bold]done[/]: {len(result.trained)} units trained, {len(result.skipped)} already finished; "
                   f"run in {result.output_dir}", markup=True)
     print_report(result.report)
@@ -119,9 +118,8 @@ def _run(cfg: Any) -> None:
 
 def print_report(report: dict[str, Any]) -> None:
     """The main table (score and Δ vs the seed model per method) and the report's paths."""
-    from rich.table import Table
-
     from sdft.commands._ui import out
+    from sdft.commands._ui import table as Table
     from sdft.compare.report import table_rows
 
     header, rows = table_rows(report)

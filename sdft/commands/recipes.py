@@ -19,12 +19,11 @@ def command() -> None:
 @command.command("ls", epilog="Example:\n\n  sdft recipes ls")
 def ls() -> None:
     """List bundled recipes with their one-line summary."""
-    from rich.table import Table
-
     from sdft.commands._ui import out
+    from sdft.commands._ui import table as Table
     from sdft.recipes import list_recipes, recipes_dir
 
-    t = Table(title=f"recipes in {recipes_dir()}", title_justify="left")
+    t = Table(title=f"recipes in {recipes_dir()}")
     t.add_column("name")
     t.add_column("what it does")
     for r in list_recipes():

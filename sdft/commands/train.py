@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
+
+from sdft.options import ConfigOptions, hub_options, overrides_option, verbosity_options
+from sdft.pipeline import TRAIN_OWNED, DataSection, PipelineConfig
+from sdft.rewrite import RewriteConfig
+from sdft.train import TrainConfig
 
 EPILOG = """\b
 Examples:
@@ -11,103 +18,118 @@ Examples:
   sdft train demo --method sft                     # the plain-SFT baseline, same everything else
   sdft train demo train.finetune=full train.learning_rate=1e-5 --overwrite
   sdft train --data example:arith --output-dir runs/mine --max-steps 20
+  sdft train demo --base-url http://127.0.0.1:8000/v1   # the rewrite through a running `vllm serve`
+  sdft train demo --report-to tensorboard --push-to-hub alice/smollm2-demo-sdft
   accelerate launch --config_file recipes/accelerate/multi_gpu.yaml -m sdft train gsm8k   # 8 GPUs
   torchrun --nproc_per_node 2 -m sdft train demo --method sft   # 2 processes (gloo on CPU)
 
-Overrides are key=value with dots for sections (train.lora_r=8, rewrite.samples=4).
-Reruns resume: the rewrite is reused when its config is unchanged, training continues from the
-last checkpoint in OUTPUT_DIR/model; --overwrite starts over.
+Overrides are key=value with dots for sections (train.lora_r=8, rewrite.samples=4, eval.limit=10);
+flags win over them. Reruns resume: the rewrite is reused when its config is unchanged, training
+continues from the last checkpoint in OUTPUT_DIR/model; --overwrite starts over. Engine logs go to
+OUTPUT_DIR/sdft.log (-v shows them here).
 """
 
+PIPELINE = ConfigOptions(PipelineConfig, only=["model", "method", "output_dir", "rewrite_model", "replay",
+                                               "replay_ratio", "seed", "ask"])
+DATA = ConfigOptions(DataSection, section="data",
+                     names={"path": "--data", "format": "--data-format", "name": "--data-name"})
+TRAIN = ConfigOptions(TrainConfig, section="train", exclude=[*TRAIN_OWNED, "overwrite"],
+                      aliases={"finetune": [("--lora", "lora"), ("--full", "full")]})
+# the generation steps' engine: the rewrite (and, when in-process, the ask and eval steps)
+ENGINE = ConfigOptions(RewriteConfig, section="rewrite", only=["backend", "base_url", "api_key", "max_concurrency"])
 
-@click.command("train", epilog=EPILOG, context_settings={"ignore_unknown_options": False})
+
+@click.command("train", epilog=EPILOG)
 @click.argument("recipe", required=False)
-@click.argument("overrides", nargs=-1)
-@click.option("--method", type=click.Choice(["sdft", "sft"]), help="sdft: rewrite first (default); sft: originals.")
-@click.option("--model", help="Seed model (alias, folder, .gguf, Hub id).")
-@click.option("--data", "data_path", help="Dataset path (overrides data.path).")
-@click.option("--output-dir", help="Run folder (overrides output_dir).")
-@click.option("--lora/--full", "lora", default=None, help="LoRA adapters or full fine-tuning.")
-@click.option("--merge/--no-merge", default=None, help="Also save a merged model vLLM can load.")
-@click.option("--max-steps", type=int, help="Stop training after N optimizer steps.")
-@click.option("--replay", help="A finished `sdft replay` output to mix in.")
-@click.option("--replay-ratio", type=float, help="Share of replay rows in the training mix (e.g. 0.2).")
+@overrides_option
+@PIPELINE
+@DATA
+@ENGINE
+@TRAIN
 @click.option("--eval", "run_eval", is_flag=True, help="Run `sdft eval` (seed vs tuned) after training.")
 @click.option("--overwrite", is_flag=True, help="Redo the rewrite and start training fresh.")
-def command(recipe: str | None, overrides: tuple[str, ...], method: str | None, model: str | None,
-            data_path: str | None, output_dir: str | None, lora: bool | None, merge: bool | None,
-            max_steps: int | None, replay: str | None, replay_ratio: float | None, run_eval: bool,
-            overwrite: bool) -> None:
+@hub_options
+@verbosity_options
+def command(recipe: str | None, overrides: tuple[str, ...], run_eval: bool, overwrite: bool, push_to_hub: str | None,
+            public: bool, verbose: bool, quiet: bool, **kw: Any) -> None:
     """Fine-tune the seed model on its own rewrites (SDFT) or on the original answers (SFT).
 
     RECIPE is a bundled recipe name (see `sdft recipes ls`) or a YAML path; key=value overrides follow it.
     """
-    from sdft.config import deep_merge, from_dict
+    from sdft.commands._ui import set_verbosity
+
+    set_verbosity(verbose, quiet)
+    cfg, source = _config(recipe, overrides, kw, run_eval, overwrite, push_to_hub)
+    _run(cfg, push_to_hub, public)
+
+
+def _config(recipe: str | None, overrides: tuple[str, ...], kw: dict[str, Any], run_eval: bool, overwrite: bool,
+            push_to_hub: str | None) -> tuple[PipelineConfig, str]:
+    """The recipe, its overrides and the flags, built and preflighted."""
+    from sdft.commands._run import build, settings
+    from sdft.config import deep_merge
     from sdft.recipes import find_recipe, load_recipe
 
     if recipe and "=" in recipe:  # no recipe, only overrides
         overrides, recipe = (recipe, *overrides), None
-    data = load_recipe(recipe, overrides)
-    flags: dict = {}
-    if method:
-        flags["method"] = method
-    if model:
-        flags["model"] = model
-    if data_path:
-        flags["data"] = {"path": data_path}
-    if output_dir:
-        flags["output_dir"] = output_dir
-    if replay:
-        flags["replay"] = replay
-    if replay_ratio is not None:
-        flags["replay_ratio"] = replay_ratio
-    train: dict = {}
-    if lora is not None:
-        train["finetune"] = "lora" if lora else "full"
-    if merge is not None:
-        train["merge"] = merge
-    if max_steps is not None:
-        train["max_steps"] = max_steps
+    flags: dict[str, Any] = {}
+    for opts in (PIPELINE, DATA, ENGINE, TRAIN):
+        flags = deep_merge(flags, opts.given(kw))
+    data = settings(flags, overrides, load_recipe(recipe))
     if overwrite:
-        train["overwrite"] = True
-        flags["rewrite"] = {"overwrite": True}
-    if train:
-        flags["train"] = train
-    if run_eval and "eval" not in data:
-        flags["eval"] = {}
-    data = deep_merge(data, flags)
+        data = deep_merge(data, {"train": {"overwrite": True}, "rewrite": {"overwrite": True}})
+    if run_eval and data.get("eval") is None:
+        data["eval"] = {}
+    engine = flags.get("rewrite", {})
+    if isinstance(data.get("eval"), dict) and engine.get("backend") not in (None, "openai"):
+        data["eval"].setdefault("backend", engine["backend"])  # a server holds the seed model only
     if "output_dir" not in data:
         name = find_recipe(recipe).stem if recipe else "train"
         data["output_dir"] = f"runs/{name}-{data.get('method', 'sdft')}"
-    from sdft.pipeline import PipelineConfig, run_pipeline
-
-    cfg = from_dict(PipelineConfig, data, source=recipe or "flags")
-
-    from sdft.commands._ui import console, notice, out, progress_bar
-
-    bars: dict = {}
-    stack = []
-
-    def progress(stage: str, done: int, total: int | None, stats: dict) -> None:
-        if stage not in bars:
-            for cm in stack:
-                cm.__exit__(None, None, None)
-            stack.clear()
-            cm = progress_bar(stage, total=total, unit="rows" if stage == "rewrite" else "steps")
-            bars[stage] = cm.__enter__()
-            stack.append(cm)
-        bars[stage](done, total, **{k: v for k, v in stats.items() if v is not None})
-
-    try:
-        result = run_pipeline(cfg, on_progress=progress, notice=notice)
-    finally:
-        for cm in stack:
-            cm.__exit__(None, None, None)
-    m = result.manifest
+    source = recipe or "flags"
     from sdft import dist
 
+    # under torchrun / accelerate rank 0 alone writes the outputs: only it checks (and claims) them
+    return build(PipelineConfig, data, source=source, push_to_hub=push_to_hub, write=dist.is_main()), source
+
+
+def _run(cfg: PipelineConfig, push_to_hub: str | None, public: bool) -> None:
+    from pathlib import Path
+
+    from sdft import dist
+    from sdft.commands._run import log_file
+    from sdft.commands._ui import StageProgress, engine_logs, notice
+    from sdft.pipeline import run_pipeline
+
+    log = log_file(cfg.output_dir, folder=True)
+    if not dist.is_main():  # one log per process under torchrun / accelerate
+        log = log.with_name(f"sdft.rank{dist.rank()}.log")
+    with engine_logs(log), StageProgress("train", units={"rewrite": "rows", "train": "steps"}) as bar:
+        result = run_pipeline(cfg, on_progress=bar, notice=notice)
     if not dist.is_main():
         return  # under torchrun / accelerate only rank 0 reports (it alone saved, asked and evaluated)
+    _summary(cfg, result)
+    from sdft.commands._run import push_dataset, push_model
+
+    if result.rewrite_output is not None and Path(result.rewrite_output).is_file():
+        from sdft.store import read_manifest
+
+        push_dataset(result.rewrite_output, read_manifest(result.rewrite_output) or {}, None, False)
+    report = result.eval_report
+    if report is not None and report.gate_failures and push_to_hub:
+        notice(f"not pushing to {push_to_hub}: the eval gate failed")
+        push_to_hub = None
+    push_model(result.merged_dir or result.model_dir, result.manifest, push_to_hub, public)
+    if report is not None:
+        from sdft.commands.eval import print_report
+
+        print_report(report)
+
+
+def _summary(cfg: PipelineConfig, result: Any) -> None:
+    from sdft.commands._ui import console, out
+
+    m = result.manifest
     console.print(f"[bold]done[/]: {cfg.method} run in {result.output_dir}")
     if "rewrite" in m:
         r = m["rewrite"]
@@ -115,11 +137,8 @@ def command(recipe: str | None, overrides: tuple[str, ...], method: str | None, 
         console.print(f"rewrite: {r['rows']} (acceptance {r['acceptance_rate']:.1%}{cached})", markup=False)
     t = m["train"]
     console.print(f"train: {t['global_step']} steps, final loss {t['final_loss']}, {t['tokens_per_second']} tok/s; "
-                  f"model: {result.model_dir}" + (f", merged: {result.merged_dir}" if result.merged_dir else ""))
+                  f"model: {result.model_dir}" + (f", merged: {result.merged_dir}" if result.merged_dir else ""),
+                  markup=False)
     if result.answer is not None:
         out.rule(f"the tuned model answers: {cfg.ask}")
         out.print(result.answer, markup=False, highlight=False)
-    if result.eval_report is not None:
-        from sdft.commands.eval import print_report
-
-        print_report(result.eval_report)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sdft.compare.methods import Method, resolve_methods, unavailable_reason
-from sdft.config import deep_merge, from_dict, to_dict
+from sdft.config import deep_merge, explicit, from_dict, to_dict
 from sdft.errors import ConfigError
 
 # settings compare fills in itself (the shared task split, the unit's folder and seed)
@@ -129,7 +130,7 @@ class CompareConfig:
 
     def rewrite_settings(self, m: Method) -> dict[str, Any]:
         """The user-level rewrite settings of ``m`` (recipe section + the method's own + the fixed seed)."""
-        s = deep_merge(self.pipeline.rewrite, m.rewrite)
+        s = deep_merge(explicit(self.pipeline.rewrite), m.rewrite)
         s.setdefault("seed", self.pipeline.seed)  # one sampling seed for every training seed
         return {k: v for k, v in s.items() if k not in REWRITE_OWNED}
 
@@ -144,7 +145,7 @@ class CompareConfig:
 
         output = self.data_dir / f"rewrite-{self.rewrite_key(m)}.jsonl"
         # an absolute input: the rewrite's cache key holds the path, and a rerun may start elsewhere
-        base = {"input": str(train_file.resolve()), "output": str(output),
+        base = {"input": os.path.abspath(train_file), "output": str(output),
                 "model": self.pipeline.rewrite_model or self.pipeline.model, "data_format": "messages",
                 "split": "train"}
         return from_dict(RewriteConfig, {**base, **self.rewrite_settings(m)})
@@ -152,7 +153,7 @@ class CompareConfig:
     def train_config(self, m: Method, seed: int, out_dir: Path, *, overwrite: bool = False) -> Any:
         from sdft.train import TrainConfig
 
-        s = {k: v for k, v in deep_merge(self.pipeline.train, m.train).items() if k not in TRAIN_OWNED}
+        s = {k: v for k, v in deep_merge(explicit(self.pipeline.train), m.train).items() if k not in TRAIN_OWNED}
         if overwrite:
             s["overwrite"] = True
         return from_dict(TrainConfig, {**s, "model": self.pipeline.model, "output_dir": str(out_dir), "seed": seed})
@@ -175,7 +176,8 @@ class CompareConfig:
         """EvalConfig fields: the recipe's ``eval`` section, every model, and the task suite when it runs."""
         from sdft.eval import default_suites
 
-        ev = {k: v for k, v in (self.pipeline.eval or {}).items() if k not in EVAL_OWNED}
+        section = explicit(self.pipeline.eval) if self.pipeline.eval is not None else {}
+        ev = {k: v for k, v in section.items() if k not in EVAL_OWNED}
         suites = list(ev.get("suites") or default_suites())
         data = dict(ev.get("data") or {})
         if task_file is not None:

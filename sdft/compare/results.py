@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sdft.data import iter_json_lines
 from sdft.errors import InputError
 
 
@@ -66,31 +67,22 @@ def read_answers(path: Path) -> list[Item]:
         raise InputError(f"{path}: not found: the eval of this compare run has not finished (rerun sdft compare)")
     items: list[Item] = []
     seen: set[tuple[str, str, str]] = set()
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{where}: expected a JSON object")
-            model, suite, rid = row.get("model"), row.get("suite"), row.get("id")
-            if not (isinstance(model, str) and isinstance(suite, str) and isinstance(rid, (str, int))):
-                raise InputError(f"{where}: expected string fields model, suite and id")
-            value = _value(row, where)
-            if value is None:
-                continue
-            key = (model, suite, str(rid))
-            if key in seen:
-                raise InputError(f"{where}: model '{model}', suite '{suite}', id '{rid}' appears twice")
-            seen.add(key)
-            prompt, answer = row.get("prompt"), row.get("answer")
-            items.append(Item(model, suite, str(rid), value, prompt if isinstance(prompt, str) else None,
-                              answer if isinstance(answer, str) else None,
-                              row["pass"] if isinstance(row.get("pass"), bool) else None))
+    for lineno, row in iter_json_lines(path, fix="the file is damaged: rerun sdft compare to redo the eval"):
+        where = f"{path}: line {lineno}"
+        model, suite, rid = row.get("model"), row.get("suite"), row.get("id")
+        if not (isinstance(model, str) and isinstance(suite, str) and isinstance(rid, (str, int))):
+            raise InputError(f"{where}: expected string fields model, suite and id")
+        value = _value(row, where)
+        if value is None:
+            continue
+        key = (model, suite, str(rid))
+        if key in seen:
+            raise InputError(f"{where}: model '{model}', suite '{suite}', id '{rid}' appears twice")
+        seen.add(key)
+        prompt, answer = row.get("prompt"), row.get("answer")
+        items.append(Item(model, suite, str(rid), value, prompt if isinstance(prompt, str) else None,
+                          answer if isinstance(answer, str) else None,
+                          row["pass"] if isinstance(row.get("pass"), bool) else None))
     return items
 
 

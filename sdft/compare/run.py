@@ -36,9 +36,10 @@ from sdft.compare.results import read_json
 from sdft.compare.split import TaskSplit, prepare_task_split
 from sdft.config import from_dict, to_dict
 from sdft.errors import ConfigError, InputError
+from sdft.progress import staged
 from sdft.store import atomic_write_json
 
-ProgressCb = Callable[[str, int, "int | None", dict], None]  # (stage, done, total, stats)
+ProgressCb = Callable[..., None]  # on_progress(done, total, stage=..., **stats): see sdft.progress
 
 
 @dataclass
@@ -97,8 +98,8 @@ def run_compare(cfg: CompareConfig, *, on_progress: ProgressCb | None = None,
 
     Args:
         cfg: the validated comparison.
-        on_progress: ``on_progress(stage, done, total, stats)``; stage is ``rewrite``, ``replay``,
-            ``train LABEL`` or ``eval: ...``.
+        on_progress: ``on_progress(done, total, stage=..., **stats)`` (:mod:`sdft.progress`); stage
+            is ``rewrite``, ``replay``, ``train LABEL`` or ``eval: ...``.
         notice: one-line notices.
     """
     say = notice or (lambda _m: None)
@@ -222,7 +223,7 @@ def prepare_training_data(cfg: CompareConfig, split: TaskSplit, plan: _Plan, say
 def _rewrite(cfg: CompareConfig, m: Method, split: TaskSplit, plan: _Plan, say: Callable[[str], None],
              on_progress: ProgressCb | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from sdft.rewrite import run_rewrite
-    from sdft.store import iter_jsonl
+    from sdft.store import iter_kept
 
     rcfg = cfg.rewrite_config(m, split.train_file)
     key = cfg.rewrite_key(m)
@@ -230,10 +231,9 @@ def _rewrite(cfg: CompareConfig, m: Method, split: TaskSplit, plan: _Plan, say: 
     say(f"rewrite {key} for {', '.join(users)} (sampling seed {rcfg.seed}, shared by every training seed)")
     t = time.time()
     res = run_rewrite(rcfg, notice=say,
-                      on_progress=(lambda d, n, **k: on_progress("rewrite", d, n, k)) if on_progress else None)
+                      on_progress=staged(on_progress, "rewrite"))
     plan.timing(f"rewrite-{key}", time.time() - t, res.cached)
-    rows = [{"messages": r["messages"], "response": r["response"]} for r in iter_jsonl(res.output)
-            if r["status"] != "dropped"]
+    rows = [{"messages": r["messages"], "response": r["response"]} for r in iter_kept(res.output)]
     man = res.manifest
     prov = {"answers": "rewrite", "output": str(res.output), "config_hash": man.get("config_hash"),
             "rows": man.get("rows"), "acceptance_rate": man.get("acceptance_rate"), "gap": man.get("gap")}
@@ -255,7 +255,7 @@ def _replay(cfg: CompareConfig, split: TaskSplit, plan: _Plan, say: Callable[[st
     say(f"replay: {rcfg.num} self-generated rows from the seed model (shared by every +replay unit)")
     t = time.time()
     res = run_replay(rcfg, notice=say,
-                     on_progress=(lambda d, n, **k: on_progress("replay", d, n, k)) if on_progress else None)
+                     on_progress=staged(on_progress, "replay"))
     plan.timing("replay", time.time() - t, res.cached)
     return res.output
 
@@ -296,7 +296,7 @@ def run_unit(cfg: CompareConfig, unit: Unit, data: TrainingData, say: Callable[[
     tcfg = cfg.train_config(unit.method, unit.seed, unit.dir / "model", overwrite=fresh)
     t = time.time()
     res = train(tcfg, data.pairs, notice=say,
-                on_progress=(lambda s, n, **k: on_progress(f"train {unit.label}", s, n, k)) if on_progress else None,
+                on_progress=staged(on_progress, f"train {unit.label}"),
                 extra_metrics={"method": unit.method.name, "compare_unit": unit.label})
     seconds = time.time() - t
     tuned = res.merged_dir or res.final_dir
@@ -329,6 +329,6 @@ def run_evaluation(cfg: CompareConfig, split: TaskSplit, plan: _Plan, say: Calla
     plan.save()
     t = time.time()
     report = run_eval(ecfg, notice=say,
-                      on_progress=(lambda s, d, n: on_progress(f"eval: {s}", d, n, {})) if on_progress else None)
+                      on_progress=staged(on_progress, "eval"))
     plan.timing("eval", time.time() - t, cached=False)
     return report

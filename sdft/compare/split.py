@@ -142,7 +142,7 @@ def prepare_task_split(cfg: Any, notice: Callable[[str], None] | None = None) ->
     out = cfg.data_dir
     train_file, eval_file = out / "task_train.jsonl", out / "task_eval.jsonl"
     dropped = sorted({k for ex in [*train, *held] for k in ex.extra if k in RESERVED})
-    verifier = resolve_task_verifier(sec.task_verifier, str(cfg.pipeline.rewrite.get("verifier", "auto")), train[0])
+    verifier = resolve_task_verifier(sec.task_verifier, cfg.pipeline.rewrite.verifier, train[0])
     info = {"mode": mode, "holdout": sec.holdout, "data": data.path, "task_eval": sec.task_eval,
             "train_rows": len(train), "eval_rows": len(held), "verifier": verifier,
             "key": "normalised last user turn (NFKC, case-folded, whitespace collapsed)",

@@ -20,6 +20,8 @@ Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
 Chat = list[Message]
 Prompt = Union[Chat, str]  # a str is a raw prompt: no chat template is applied
 ProgressFn = Callable[[int], None]  # called with the number of prompts just finished
+# one SamplingConfig for every prompt, or one per prompt (same length as the prompts)
+Samplings = Union["SamplingConfig", Sequence["SamplingConfig"]]
 
 
 @dataclass(frozen=True)
@@ -66,9 +68,22 @@ class Completion:
     """One generated continuation."""
 
     text: str
-    finish_reason: str  # "stop" (end of turn / stop string) or "length" (hit max_new_tokens)
+    finish_reason: str  # "stop" (end of turn / stop string), "length" (hit the budget) or "context"
     num_tokens: int
     token_ids: list[int] = field(default_factory=list, repr=False)
+    stop_reason: str | None = None  # the stop string that ended it (not part of ``text``), else None
+
+
+#: ``finish_reason`` of a completion whose prompt alone fills the model's context: nothing was
+#: generated (one over-long row must not fail a batched call of thousands).
+CONTEXT_FULL = "context"
+
+
+def fit_budget(prompt_tokens: int, max_new_tokens: int, context: int | None) -> int:
+    """The new-token budget that fits the context (0: the prompt alone fills it)."""
+    if not context:
+        return max_new_tokens
+    return max(0, min(max_new_tokens, context - prompt_tokens))
 
 
 @dataclass
@@ -98,9 +113,13 @@ class Engine(Protocol):
     model_path: str
 
     def generate(
-        self, prompts: Sequence[Prompt], sampling: SamplingConfig, progress: ProgressFn | None = None
+        self, prompts: Sequence[Prompt], sampling: Samplings, progress: ProgressFn | None = None
     ) -> list[Generation]:
-        """Generate for every prompt in one batched call; results are in prompt order."""
+        """Generate for every prompt in one batched call; results are in prompt order.
+
+        ``sampling`` is one config for all prompts or a sequence of one config per prompt
+        (calculator-assisted decoding continues each sequence with its own remaining budget).
+        """
         ...
 
     def score(self, prompts: Sequence[Chat], completions: Sequence[str]) -> list[Score]:
@@ -114,6 +133,16 @@ class Engine(Protocol):
     def close(self) -> None:
         """Free the engine's memory."""
         ...
+
+
+def per_prompt(sampling: Samplings, n_prompts: int) -> list[SamplingConfig]:
+    """``sampling`` as one config per prompt (checks the length of a given sequence)."""
+    if isinstance(sampling, SamplingConfig):
+        return [sampling] * n_prompts
+    out = list(sampling)
+    if len(out) != n_prompts:
+        raise ValueError(f"{len(out)} sampling configs for {n_prompts} prompts")
+    return out
 
 
 @dataclass

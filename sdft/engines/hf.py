@@ -6,9 +6,11 @@ Used where vLLM is not installed, and as the reference in the engine parity test
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from sdft.engines.base import (
+    CONTEXT_FULL,
     Chat,
     Completion,
     EngineOptions,
@@ -16,7 +18,10 @@ from sdft.engines.base import (
     ProgressFn,
     Prompt,
     SamplingConfig,
+    Samplings,
     Score,
+    fit_budget,
+    per_prompt,
 )
 from sdft.prompts import encode_pair, encode_prompt, render_chat
 
@@ -78,15 +83,36 @@ class HFEngine:
         return prompt if isinstance(prompt, str) else render_chat(self.tokenizer, prompt)
 
     def generate(
-        self, prompts: Sequence[Prompt], sampling: SamplingConfig, progress: ProgressFn | None = None
+        self, prompts: Sequence[Prompt], sampling: Samplings, progress: ProgressFn | None = None
     ) -> list[Generation]:
+        encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
+        results: list[Generation | None] = [None] * len(encoded)
+        groups: dict[SamplingConfig, list[int]] = {}
+        context = self._context()
+        for i, sc in enumerate(per_prompt(sampling, len(encoded))):
+            budget = fit_budget(len(encoded[i]), sc.max_new_tokens, context)
+            if budget == 0:  # the prompt alone fills the context: nothing to generate, no failed batch
+                results[i] = Generation([Completion("", CONTEXT_FULL, 0) for _ in range(sc.n)], len(encoded[i]))
+                if progress:
+                    progress(1)
+                continue
+            groups.setdefault(replace(sc, max_new_tokens=budget), []).append(i)
+        for sc, members in groups.items():  # transformers' generate takes one config per call
+            self._generate_group(encoded, members, sc, results, progress)
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]
+
+    def _context(self) -> int | None:
+        """The model's context length (max_model_len option, else its position embeddings)."""
+        return self.options.max_model_len or getattr(self.model.config, "max_position_embeddings", None)
+
+    def _generate_group(self, encoded: list[list[int]], members: list[int], sampling: SamplingConfig,
+                        results: list[Generation | None], progress: ProgressFn | None) -> None:
         import torch
 
-        encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
         # Longest first: similar lengths share a batch (less padding), and an out-of-memory
         # error shows up on the first batch rather than the last.
-        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-        results: list[Generation | None] = [None] * len(encoded)
+        order = sorted(members, key=lambda i: -len(encoded[i]))
         bs = max(1, self.options.batch_size // sampling.n) if sampling.n > 1 else self.options.batch_size
         gen = torch.Generator(device="cpu").manual_seed(sampling.seed)
         for start in range(0, len(order), bs):
@@ -99,8 +125,6 @@ class HFEngine:
                 results[i] = Generation(completions=outs[j], prompt_tokens=len(encoded[i]))
             if progress:
                 progress(len(idx))
-        assert all(r is not None for r in results)
-        return results  # type: ignore[return-value]
 
     def _generate_batch(self, batch: list[list[int]], sampling: SamplingConfig) -> list[list[Completion]]:
         import torch
@@ -142,18 +166,28 @@ class HFEngine:
             tokens = [t for t in tokens if t != self.pad_id] if self.pad_id not in self.stop_ids else tokens
             reason = "length" if len(tokens) >= sampling.max_new_tokens else "stop"
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        for s in sampling.stop:
-            cut = text.find(s)
-            if cut != -1:
-                text, reason = text[:cut], "stop"
-        return Completion(text=text, finish_reason=reason, num_tokens=len(tokens), token_ids=list(tokens))
+        # stop strings are applied after generation: cut at the earliest one, as vLLM does
+        stop_reason = None
+        hits = [(text.find(s), s) for s in sampling.stop if s and text.find(s) != -1]
+        if hits:
+            cut, stop_reason = min(hits)
+            text, reason = text[:cut], "stop"
+            # count only the tokens up to the stop string, as vLLM does
+            tokens = tokens[: len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + 1]
+        return Completion(text=text, finish_reason=reason, num_tokens=len(tokens), token_ids=list(tokens),
+                          stop_reason=stop_reason)
 
     def score(self, prompts: Sequence[Chat], completions: Sequence[str]) -> list[Score]:
         import torch
 
         pairs = [encode_pair(self.tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]
-        order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
+        context = self._context()
         scores: list[Score | None] = [None] * len(pairs)
+        for i, (p_ids, a_ids) in enumerate(pairs):  # longer than the context: cannot be scored
+            if context and len(p_ids) + len(a_ids) > context:
+                scores[i] = Score(nll=float("nan"), num_tokens=0)
+        order = sorted((i for i in range(len(pairs)) if scores[i] is None),
+                       key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
         bs = self.options.batch_size
         for start in range(0, len(order), bs):
             idx = order[start:start + bs]

@@ -26,7 +26,9 @@ from sdft.engines.base import (
     ProgressFn,
     Prompt,
     SamplingConfig,
+    Samplings,
     Score,
+    per_prompt,
 )
 from sdft.errors import SdftError
 from sdft.prompts import encode_pair, encode_prompt, render_chat
@@ -104,11 +106,13 @@ class OpenAIEngine:
         return prompt if isinstance(prompt, str) else render_chat(self.tokenizer, prompt)
 
     def generate(
-        self, prompts: Sequence[Prompt], sampling: SamplingConfig, progress: ProgressFn | None = None
+        self, prompts: Sequence[Prompt], sampling: Samplings, progress: ProgressFn | None = None
     ) -> list[Generation]:
         encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
+        samplings = per_prompt(sampling, len(encoded))
 
-        def one(ids: list[int]) -> Generation:
+        def one(job: tuple[list[int], SamplingConfig]) -> Generation:
+            ids, sampling = job
             body = {
                 "model": self.served_model, "prompt": ids, "n": sampling.n, "max_tokens": sampling.max_new_tokens,
                 "temperature": sampling.temperature, "top_p": sampling.top_p if not sampling.greedy else 1.0,
@@ -122,14 +126,16 @@ class OpenAIEngine:
                 toks = c.get("token_ids")
                 if toks is None:  # servers without return_token_ids: count by re-tokenising
                     toks = self.tokenizer(c["text"], add_special_tokens=False)["input_ids"]
+                stop = c.get("stop_reason")  # vLLM's server names the stop string that ended it
                 comps.append(Completion(text=c["text"], num_tokens=len(toks), token_ids=list(toks),
-                                        finish_reason="length" if c.get("finish_reason") == "length" else "stop"))
+                                        finish_reason="length" if c.get("finish_reason") == "length" else "stop",
+                                        stop_reason=stop if isinstance(stop, str) else None))
             if progress:
                 progress(1)
             return Generation(completions=comps, prompt_tokens=len(ids))
 
         with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
-            return list(pool.map(one, encoded))
+            return list(pool.map(one, zip(encoded, samplings, strict=True)))
 
     def score(self, prompts: Sequence[Chat], completions: Sequence[str]) -> list[Score]:
         pairs = [encode_pair(self.tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]

@@ -10,10 +10,12 @@ import functools
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from sdft._deps import require
 from sdft.engines.base import (
+    CONTEXT_FULL,
     Chat,
     Completion,
     EngineOptions,
@@ -21,7 +23,10 @@ from sdft.engines.base import (
     ProgressFn,
     Prompt,
     SamplingConfig,
+    Samplings,
     Score,
+    fit_budget,
+    per_prompt,
 )
 from sdft.prompts import encode_pair, encode_prompt, render_chat
 
@@ -141,21 +146,41 @@ class VLLMEngine:
         )
 
     def generate(
-        self, prompts: Sequence[Prompt], sampling: SamplingConfig, progress: ProgressFn | None = None
+        self, prompts: Sequence[Prompt], sampling: Samplings, progress: ProgressFn | None = None
     ) -> list[Generation]:
         from vllm.inputs import TokensPrompt
 
-        inputs = [TokensPrompt(prompt_token_ids=encode_prompt(self.tokenizer, p)) for p in prompts]
+        encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
+        configs = per_prompt(sampling, len(encoded))
+        # a prompt that fills the context gets an empty "context" completion instead of failing the call,
+        # and a budget that would overflow it is cut to what fits
+        context = self.llm.llm_engine.model_config.max_model_len
+        budgets = [fit_budget(len(ids), sc.max_new_tokens, context) for ids, sc in zip(encoded, configs, strict=True)]
+        live = [i for i, b in enumerate(budgets) if b > 0]
         use_tqdm: Any = functools.partial(_ProgressBar, progress=progress) if progress else False
-        outs = self.llm.generate(inputs, self._params(sampling), use_tqdm=use_tqdm)
+        cache: dict[SamplingConfig, Any] = {}
+        params = [cache.setdefault(sc, self._params(sc)) if sc.max_new_tokens == budgets[i]
+                  else self._params(replace(sc, max_new_tokens=budgets[i]))
+                  for i, sc in ((i, configs[i]) for i in live)]
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=encoded[i]) for i in live], params,
+                                 use_tqdm=use_tqdm) if live else []
+        by_index = dict(zip(live, outs, strict=True))
         results = []
-        for out in outs:
+        for i in range(len(encoded)):
+            if i not in by_index:
+                results.append(Generation([Completion("", CONTEXT_FULL, 0) for _ in range(configs[i].n)],
+                                          prompt_tokens=len(encoded[i])))
+                if progress:
+                    progress(1)
+                continue
+            out = by_index[i]
             comps = [
                 Completion(
                     text=o.text,
                     finish_reason="length" if o.finish_reason == "length" else "stop",
                     num_tokens=len(o.token_ids),
                     token_ids=list(o.token_ids),
+                    stop_reason=o.stop_reason if isinstance(o.stop_reason, str) else None,
                 )
                 for o in sorted(out.outputs, key=lambda o: o.index)
             ]
@@ -167,17 +192,24 @@ class VLLMEngine:
         from vllm.inputs import TokensPrompt
 
         pairs = [encode_pair(self.tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]
-        inputs = [TokensPrompt(prompt_token_ids=p + a) for p, a in pairs]
+        context = self.llm.llm_engine.model_config.max_model_len
+        # a pair longer than the context cannot be scored: it gets no tokens (mean NLL undefined)
+        live = [i for i, (p, a) in enumerate(pairs) if len(p) + len(a) < context]
         # prompt_logprobs=0 returns the log-probability of each actual prompt token only.
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
-        outs = self.llm.generate(inputs, params, use_tqdm=False)
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=pairs[i][0] + pairs[i][1]) for i in live], params,
+                                 use_tqdm=False) if live else []
+        by_index = dict(zip(live, outs, strict=True))
         scores = []
-        for (p_ids, a_ids), out in zip(pairs, outs, strict=True):
-            plp = out.prompt_logprobs
+        for i, (p_ids, a_ids) in enumerate(pairs):
+            if i not in by_index:
+                scores.append(Score(nll=float("nan"), num_tokens=0))
+                continue
+            plp = by_index[i].prompt_logprobs
+            ids = p_ids + a_ids
             total = 0.0
-            for pos in range(len(p_ids), len(p_ids) + len(a_ids)):
-                entry = plp[pos]
-                total -= entry[(p_ids + a_ids)[pos]].logprob
+            for pos in range(len(p_ids), len(ids)):
+                total -= plp[pos][ids[pos]].logprob
             scores.append(Score(nll=total, num_tokens=len(a_ids)))
         return scores
 

@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sdft.data import iter_json_lines
+
 #: The files this module writes per model label under ``generations/`` (``--overwrite`` deletes only these).
 CACHE_FILES = ("{label}.jsonl", "{label}.scores.jsonl", "{label}.drift-scores.json")  # the last: the old format
 
@@ -45,14 +47,10 @@ class KeyedLog:
         self.path = path
         self.rows: dict[str, dict[str, Any]] = {}
         if path.is_file():
-            with path.open(encoding="utf-8", errors="replace") as fh:
-                for line in fh:
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # a torn line from a crash mid-write
-                    if isinstance(row, dict) and isinstance(row.get("key"), str):
-                        self.rows[row["key"]] = row
+            # a torn line from a crash mid-write is skipped: its answer is generated again
+            for _, row in iter_json_lines(path, skip_damaged=True):
+                if isinstance(row.get("key"), str):
+                    self.rows[row["key"]] = row
 
     def __contains__(self, key: str) -> bool:
         return key in self.rows

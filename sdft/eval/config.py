@@ -1,7 +1,8 @@
 """``EvalConfig``: which models, which suites on which probes, with which budgets, and the gate.
 
-Every problem is collected into one :class:`~sdft.errors.ConfigError` before anything loads.
-Models are given the way ``--model`` takes them everywhere in sdft: the alias
+Every problem is collected into one :class:`~sdft.errors.ConfigError` before anything loads:
+value checks when the config is built (no file is read then), models, probe files and the output
+folder in :func:`sdft.preflight.check`. Models are given the way ``--model`` takes them everywhere in sdft: the alias
 ``smollm2-135m-instruct``, a ``.gguf`` file, a Hugging Face folder, a LoRA adapter folder (merged
 into its base once, cached) or a Hub id ``ORG/NAME``; a tuned model is ``MODEL`` or ``NAME=MODEL``.
 """
@@ -13,14 +14,28 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from sdft.config import (
+    Backend,
+    api_key_field,
+    backend_field,
+    base_url_field,
+    check_literals,
+    engine_options_of,
+    engine_problems,
+    kv_cache_field,
+    max_concurrency_field,
+    model_field,
+)
+from sdft.data import FORMATS as DATA_FORMATS
 from sdft.errors import ConfigError
 from sdft.eval.registry import SUITE_CLASSES, default_suites, suite_names
-from sdft.models import ALIASES, DEFAULT_MODEL, is_local_model_dir
+from sdft.models import ALIASES, is_local_model_dir
 
 #: The largest answer budget accepted (a typo such as 10**9 should not reach the engine).
 MAX_BUDGET = 131_072
+TaskFormat = Literal[("auto", *DATA_FORMATS)]  # type: ignore[valid-type]
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
@@ -28,24 +43,31 @@ _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 class EvalConfig:
     """What `sdft eval` compares, on which suites, and the gate."""
 
-    base: str = field(default=DEFAULT_MODEL, metadata={
-        "help": "the seed model: alias, HF folder, .gguf, LoRA adapter folder or Hub id"})
+    base: str = model_field("the seed (base) model every tuned model is compared with")
     tuned: list[str] = field(default_factory=list, metadata={
-        "help": "tuned models: MODEL or NAME=MODEL (same forms as base); repeatable"})
+        "help": "tuned models: MODEL or NAME=MODEL, in any form the base model takes (a LoRA adapter is merged "
+                "once); repeatable", "metavar": "[NAME=]MODEL"})
     suites: list[str] | None = field(default=None, metadata={
         "help": f"any of {', '.join(SUITE_CLASSES)} (default: {', '.join(default_suites())}; task first "
                 "when data.task is given)"})
     limit: int | None = field(default=None, metadata={"help": "only the first N probes of each suite"})
     data: dict = field(default_factory=dict, metadata={
-        "help": "suite -> probe file replacing the bundled set (task: the held-out task data)"})
-    output_dir: str = field(default="runs/eval", metadata={"help": "report.json, report.md, radar.png, answers"})
-    backend: str = field(default="auto", metadata={"help": "auto | vllm | hf"})
+        "help": "suite -> probe file replacing the bundled set (task: the held-out task data)",
+        "metavar": "SUITE=PATH"})
+    output_dir: str = field(default="runs/eval", metadata={"help": "report.json, report.md, radar.png, "
+                                                                    "answers.jsonl, cached generations, sdft.log"})
+    backend: Backend = backend_field()
+    base_url: str | None = base_url_field()
+    api_key: str | None = api_key_field()
+    max_concurrency: int = max_concurrency_field()
     max_drop: dict = field(default_factory=dict, metadata={
-        "help": "suite -> largest allowed drop in points (tuned below base); crossing it exits 3"})
+        "help": "suite -> largest allowed drop in points (tuned below base); crossing it exits 3",
+        "metavar": "SUITE=POINTS"})
     max_new_tokens: int | dict | None = field(default=None, metadata={
         "help": "answer budget: one number for every suite, or suite -> tokens ('default' for the rest); "
-                "unset suites use their own (refusal suites 64, task 256, math 320, ...)"})
-    kv_cache_gib: float = field(default=1.0, metadata={"help": "vLLM KV cache (GiB)"})
+                "unset suites use their own (refusal suites 64, task 256, math 320, ...)",
+        "metavar": "N | SUITE=N,..."})
+    kv_cache_gib: float = kv_cache_field()
     seed: int = field(default=0, metadata={"help": "engine seed (decoding is greedy)"})
     overwrite: bool = field(default=False, metadata={"help": "discard cached answers in output_dir"})
     task_verifier: str = field(default="auto", metadata={
@@ -53,33 +75,30 @@ class EvalConfig:
                 "auto (math for GSM8K-style answers, else none)"})
     task_verifier_options: dict = field(default_factory=dict, metadata={
         "help": "options of the task verifier (e.g. pattern for regex, timeout_s for code)"})
-    task_format: str = field(default="auto", metadata={"help": "task data format: auto | alpaca | gsm8k | "
-                                                                "prompt | messages"})
+    task_format: TaskFormat = field(default="auto", metadata={"help": "task data format: auto, alpaca, gsm8k, "
+                                                                       "prompt or messages"})
     task_prompt_field: str | None = field(default=None, metadata={"help": "task prompt column (prompt format)"})
     task_response_field: str | None = field(default=None, metadata={"help": "task answer column (prompt format)"})
 
     def __post_init__(self) -> None:
         if self.suites is None:
             self.suites = (["task"] if "task" in self.data else []) + default_suites()
-        problems = [*self._suite_problems(), *self._budget_problems(), *self._model_problems(),
-                    *self._task_problems()]
+        # models, files and the output folder are checked by sdft.preflight (they touch the disk)
+        problems = [*check_literals(self), *engine_problems(self), *self._suite_problems(),
+                    *self._budget_problems(), *self._task_problems()]
         for key, value in self.max_drop.items():
             if key not in self.suites:
                 problems.append(f"max_drop.{key}: not one of the suites run ({', '.join(self.suites)})")
             if not _is_number(value) or not math.isfinite(value) or value < 0:
                 problems.append(f"max_drop.{key}: must be a number of points >= 0, got {value!r}")
-        if self.max_drop and not self.tuned:
-            problems.append("max_drop needs at least one tuned model to compare with the base")
         if self.limit is not None and self.limit < 1:
             problems.append(f"limit must be >= 1, got {self.limit}")
-        if self.backend not in ("auto", "vllm", "hf"):
-            problems.append(f"backend must be auto, vllm or hf, got '{self.backend}'")
-        if not self.kv_cache_gib > 0:
-            problems.append(f"kv_cache_gib must be > 0, got {self.kv_cache_gib}")
-        if Path(self.output_dir).exists() and not Path(self.output_dir).is_dir():
-            problems.append(f"output_dir: '{self.output_dir}' is a file, not a folder")
         if problems:
             raise ConfigError(problems)
+
+    def engine_options(self) -> Any:
+        """The engines' options (KV cache; the server for backend openai)."""
+        return engine_options_of(self)
 
     def models(self) -> list[tuple[str, str]]:
         """``(label, model)`` for the base, then each tuned model."""
@@ -141,11 +160,7 @@ class EvalConfig:
         return problems
 
     def _task_problems(self) -> list[str]:
-        from sdft.data import FORMATS
-
         problems = []
-        if self.task_format not in ("auto", *FORMATS):
-            problems.append(f"task_format must be auto or one of {', '.join(FORMATS)}, got '{self.task_format}'")
         if self.task_verifier != "auto" or self.task_verifier_options:
             from sdft.verify import get_verifier
 

@@ -1,6 +1,6 @@
 """The one probe loader every suite uses: rows from :mod:`sdft.data`, one probe per row.
 
-Files are read by :func:`sdft.data.iter_raw` (JSONL, JSON, CSV, Parquet, a ``save_to_disk``
+Files are read by :func:`sdft.data.iter_located`, sdft's one reader (JSONL, JSON, CSV, Parquet, a ``save_to_disk``
 folder), so a bad probe file fails with the same one-line errors as a bad training file,
 naming the file, the line or row and the field. Probe sets of any size stream through: with
 ``limit`` the file is read only as far as needed. Ids are the rows' own ``id`` column (else
@@ -23,9 +23,14 @@ MakeProbe = Callable[[dict[str, Any], int, str], "Probe | None"]  # (row, index,
 
 def iter_rows(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(row_index, row)`` of a probe file, through the same reader as the task data."""
-    from sdft.data import DataSpec, iter_raw
+    return ((index, row) for index, row, _ in _located(path))
 
-    return iter_raw(DataSpec(path=path))
+
+def _located(path: str) -> Iterator[tuple[int, dict[str, Any], str]]:
+    """``(row_index, row, "FILE: row N (line L)")``: :func:`sdft.data.iter_located`, the one reader."""
+    from sdft.data import DataSpec, iter_located
+
+    return ((index, row, f"{path}: {where}") for index, row, where in iter_located(DataSpec(path=path)))
 
 
 def load_probes(path: str, make: MakeProbe, limit: int | None = None,
@@ -40,10 +45,11 @@ def load_probes(path: str, make: MakeProbe, limit: int | None = None,
     """
     probes: list[Probe] = []
     seen: dict[str, int] = {}
-    for index, row in iter_rows(path) if rows is None else rows:
+    located = _located(path) if rows is None else ((i, row, f"{path}: row {i + 1}") for i, row in rows)
+    for index, row, where in located:
         if limit is not None and len(probes) >= limit:
             break
-        probe = make(row, index, f"{path}: row {index + 1}")
+        probe = make(row, index, where)
         if probe is None:
             continue
         count = seen[probe.id] = seen.get(probe.id, 0) + 1

@@ -32,7 +32,7 @@ from sdft.eval.config import EvalConfig
 from sdft.eval.registry import get_suite
 from sdft.eval.report import build_report, write_report
 
-ProgressCb = Callable[[str, int, int], None]  # (stage, done, total)
+ProgressCb = Callable[..., None]  # on_progress(done, total, stage=...): see sdft.progress
 Notice = Callable[[str], None]
 Answers = dict[str, dict[str, Answer]]  # suite -> probe id -> answer
 #: Prompts per engine call: a crash loses at most one chunk of answers.
@@ -59,8 +59,8 @@ def run_eval(cfg: EvalConfig, *, on_progress: ProgressCb | None = None, notice: 
 
     Args:
         cfg: the validated config.
-        on_progress: ``on_progress(stage, done, total)``; stage is ``"<label>: generate"``,
-            ``"<label>: score <suite>"`` or ``"judge <suite>"``.
+        on_progress: ``on_progress(done, total, stage=...)`` (:mod:`sdft.progress`); stage is
+            ``"<label>: generate"``, ``"<label>: score <suite>"`` or ``"judge <suite>"``.
         notice: one-line notices.
 
     Returns:
@@ -85,6 +85,11 @@ def run_eval(cfg: EvalConfig, *, on_progress: ProgressCb | None = None, notice: 
     report = build_report(cfg, suites, probes, answers, results, models)
     failures = gate_failures(report, cfg.max_drop)
     report["gate"] = {"max_drop": cfg.max_drop, "failures": failures, "passed": not failures}
+    task_verifier = getattr(suites.get("task"), "_verifier", None)
+    if "code" in suites or getattr(task_verifier, "name", None) == "code":
+        from sdft.sandbox import active_isolation
+
+        report["sandbox"] = active_isolation()  # which OS isolation ran the model-written code
     write_report(out, report, probes, answers, results, say)
     return EvalReport(str(out / "report.json"), report, failures)
 
@@ -140,7 +145,7 @@ class _ModelRun:
     def __init__(self, cfg: EvalConfig, label: str, path: str, gens_dir: Path, on_progress: ProgressCb | None,
                  say: Notice):
         self.cfg, self.label, self.path, self.say = cfg, label, path, say
-        self.on_progress = on_progress or (lambda _s, _d, _t: None)
+        self.on_progress = on_progress or (lambda *_a, **_k: None)
         self.fp = fingerprint(path)
         self.gens = KeyedLog(gens_dir / f"{label}.jsonl")
         self.scores = KeyedLog(gens_dir / f"{label}.scores.jsonl")
@@ -149,10 +154,9 @@ class _ModelRun:
     def engine(self) -> Any:
         """The engine, loaded on first use (a fully cached model loads none)."""
         if self._engine is None:
-            from sdft.engines import EngineOptions, load_engine
+            from sdft.engines import load_engine
 
-            self._engine = load_engine(self.path, self.cfg.backend, EngineOptions(kv_cache_gib=self.cfg.kv_cache_gib),
-                                       notice=self.say)
+            self._engine = load_engine(self.path, self.cfg.backend, self.cfg.engine_options(), notice=self.say)
         return self._engine
 
     def answer(self, suites: dict[str, Suite], probes: dict[str, list[Probe]], base: dict[str, Answers]) -> Answers:
@@ -186,7 +190,7 @@ class _ModelRun:
         def tick(n: int) -> None:  # engines report increments
             nonlocal done
             done += n
-            self.on_progress(f"{self.label}: generate", done, len(todo))
+            self.on_progress(done, len(todo), stage=f"{self.label}: generate")
 
         for budget in sorted({p.max_new_tokens for _, p, _ in todo}):
             group = [t for t in todo if t[1].max_new_tokens == budget]
@@ -204,11 +208,11 @@ class _ModelRun:
         keys = {p.id: cache_key("nll", self.fp, suite, p.id, p.messages, answers[p.id].text) for p in probes}
         todo = [p for p in probes if keys[p.id] not in self.scores]
         if todo:
-            self.on_progress(f"{self.label}: score {suite}", 0, len(todo))
+            self.on_progress(0, len(todo), stage=f"{self.label}: score {suite}")
             got = self.engine().score([p.messages for p in todo], [answers[p.id].text for p in todo])
             self.scores.append([{"key": keys[p.id], "suite": suite, "id": p.id, "nll": s.nll,
                                  "num_tokens": s.num_tokens} for p, s in zip(todo, got)])
-            self.on_progress(f"{self.label}: score {suite}", len(todo), len(todo))
+            self.on_progress(len(todo), len(todo), stage=f"{self.label}: score {suite}")
         for p in probes:
             row = self.scores[keys[p.id]]
             answers[p.id].nll, answers[p.id].scored_tokens = float(row["nll"]), int(row["num_tokens"])
@@ -226,7 +230,7 @@ def judge_all(suites: dict[str, Suite], probes: dict[str, list[Probe]], answers:
         labels = list(answers)
         for i, label in enumerate(labels):
             if on_progress:
-                on_progress(f"judge {name}", i, len(labels))
+                on_progress(i, len(labels), stage=f"judge {name}")
             by_id = answers[label][name]
             with ThreadPoolExecutor(max(1, suite.judge_workers)) as pool:
                 results[label][name] = list(pool.map(suite.result, probes[name], [by_id[p.id] for p in probes[name]]))

@@ -72,7 +72,10 @@ class TaskSuite(Suite):
 
         if self._verifier is None:
             name = resolve_verifier(self.verifier_name, first_reference)
-            self._verifier = get_verifier(name, **self.verifier_options)
+            options = dict(self.verifier_options)
+            if name == "math":  # a benchmark is scored by its final answer, as GSM8K's own scorer does
+                options.setdefault("steps", False)
+            self._verifier = get_verifier(name, **options)
             self.metric = f"accuracy ({name})"
             if name == "code":  # every answer runs in a sandboxed child process: overlap a few
                 self.judge_workers = min(4, os.cpu_count() or 1)

@@ -13,8 +13,8 @@ with d decimals is accepted when it is the exact result rounded to d places (``1
 Statements whose left side is not arithmetic ("x = 5", "Total = 15", "3 apples + 4 apples =
 7") are skipped: the checker never rejects what it cannot read.
 
-:func:`calculate_tail` is the calculator used for calculator-assisted decoding: given text
-that ends in ``expression =``, it returns the exact result as the model should write it.
+:func:`first_wrong_result` is the calculator used for calculator-assisted decoding
+(:mod:`sdft.calc`): where the first wrong result is and what to write instead.
 
 Everything here is linear in the text length with hard caps (text length, number length,
 statements per text, tokens per expression), so hostile model output cannot make it hang.
@@ -68,6 +68,7 @@ class Step:
     stated: Fraction
     decimals: int
     ok: bool
+    eq: int = -1  # index of the "=" in the text
 
 
 def _number(tok: str) -> tuple[Fraction, bool] | None:
@@ -335,7 +336,8 @@ def find_steps(text: str) -> list[Step]:
         decimals = _decimals(rexpr)
         ok, computed = _compare(toks, rtoks, decimals)
         stated = _evaluate(rtoks)
-        steps.append(Step(f"{expr} = {rexpr}", computed, stated if stated is not None else computed, decimals, ok))
+        steps.append(Step(f"{expr} = {rexpr}", computed, stated if stated is not None else computed, decimals, ok,
+                          eq=i))
     return steps
 
 
@@ -398,23 +400,71 @@ def _format(value: Fraction) -> str:
     return text
 
 
-def calculate_tail(text: str) -> str | None:
-    """The result to write after a trailing ``expression =`` (calculator-assisted decoding).
-
-    Args:
-        text: the solution so far, ending with ``=`` (possibly followed by spaces).
+def first_wrong_result(text: str, start: int = 0) -> tuple[int, str] | None:
+    """The first wrong arithmetic step whose ``=`` lies at or after ``start``, as a correction.
 
     Returns:
-        The formatted exact value (``"24"``, ``"3.33"``, ``"-5"``), or None when the text does not end in
-        an arithmetic expression followed by ``=`` (then the model continues on its own).
+        ``(cut, result)``: keep ``text[:cut]`` (it ends with the step's ``=``) and write the exact
+        ``result`` after it; or None when every step from ``start`` on is right. Lazy
+        calculator-assisted decoding uses it: the model writes freely, and only a wrong result is
+        replaced (then the model continues from the corrected text).
     """
-    stripped = text.rstrip()
-    if not stripped.endswith("=") or _is_relation(stripped, len(stripped) - 1):
-        return None
-    left = _left_expression(stripped, len(stripped) - 1)
-    if left is None:
-        return None
-    value = _evaluate(left[1])
-    if value is None or abs(value) > 10**MAX_DIGITS:
-        return None
-    return _format(value)
+    for step in find_steps(text):
+        if step.eq >= start and not step.ok:
+            return step.eq + 1, _format(step.computed)
+    return None
+
+
+_NUMBER_RE = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+_SENTENCE_RE = re.compile(r"[^\n.!?]*(?:[.!?](?=\s|$)|\n|$)")
+#: Small whole numbers allowed anywhere in a prefix (list markers, "step 2", "2 of them").
+_SMALL = 10
+
+
+def _numbers(text: str) -> set[Fraction]:
+    out = set()
+    for tok in _NUMBER_RE.findall(text[:MAX_CHARS]):
+        digits = tok.replace(",", "")
+        if len(digits) <= MAX_DIGITS:
+            out.add(Fraction(digits))
+    return out
+
+
+def _known(value: Fraction, known: set[Fraction]) -> bool:
+    return value in known or (value.denominator == 1 and 0 <= value <= _SMALL) or any(
+        abs(value - k) <= Fraction(1, 200) for k in known)
+
+
+def supported_prefix(answer: str, question: str, reference: str, *, max_sentences: int = 64) -> str:
+    """The longest run of leading sentences of ``answer`` that the reference supports.
+
+    A sentence is supported when each of its arithmetic steps is right and computes a value the
+    reference's solution also reaches, and every other number in it occurs in the question or
+    the reference (small whole numbers such as list markers excepted). Used to keep the seed's
+    own answer up to its first unsupported step and let it continue from there.
+
+    Args:
+        answer: the seed's own answer.
+        question: the problem.
+        reference: the reference solution.
+        max_sentences: sentences examined at most.
+
+    Returns:
+        The prefix, exactly as in ``answer`` (possibly empty).
+    """
+    known = _numbers(question) | _numbers(reference)
+    for s in find_steps(reference):
+        known.update((s.computed, s.stated))
+    end = 0
+    for n, m in enumerate(_SENTENCE_RE.finditer(answer[:MAX_CHARS])):
+        if n >= max_sentences or m.end() == m.start():
+            break
+        sentence = m.group(0)
+        if sentence.strip():
+            steps = find_steps(sentence)
+            if any(not s.ok or not _known(s.computed, known) for s in steps):
+                break
+            if any(not _known(v, known) for v in _numbers(sentence)):
+                break
+        end = m.end()
+    return answer[:end]

@@ -10,6 +10,12 @@
   article "a" is never read as option A.
 * ``none``: checks nothing beyond the always-on guards (empty, truncated, meta-talk,
   refusal); for open-ended data that has no checkable answer.
+
+Hostile input: every built-in pattern here is linear-time (whitespace runs inside a phrase
+are bounded, so a million spaces cannot make it backtrack), the choice extractor looks only at
+the first and last :data:`CHOICE_SCAN_CHARS` characters, and a *user's* regex, whose cost
+nobody can cap (``(a|aa)+$`` backtracks exponentially), runs in the killable watchdog process
+with a limit of :data:`REGEX_TIMEOUT_S` seconds (reason "verifier-error" when it overruns).
 """
 
 from __future__ import annotations
@@ -18,9 +24,15 @@ import re
 from typing import Any
 
 from sdft.errors import ConfigError
-from sdft.verify.base import PASS, Verdict
+from sdft.verify.base import PASS, VERIFIER_ERROR, Verdict, clip
+from sdft.verify.watchdog import CheckFailed, CheckTimeout, run_bounded
 
 _WS_RE = re.compile(r"\s+")
+
+#: Seconds a user's pattern may take on one candidate and its reference together.
+REGEX_TIMEOUT_S = 1.0
+#: The choice extractor reads only this many leading and trailing characters.
+CHOICE_SCAN_CHARS = 20_000
 
 
 def normalize_text(text: str) -> str:
@@ -47,13 +59,14 @@ def is_exact_match(candidate: str, reference: str, *, normalize: bool = True) ->
     expected = normalize_text(reference) if normalize else reference.strip()
     if got == expected:
         return PASS
-    return Verdict(False, "wrong-answer", f"got {got[:80]!r}, expected {expected[:80]!r}")
+    return Verdict(False, "wrong-answer", f"got {clip(repr(got[:80]))}, expected {clip(repr(expected[:80]))}")
 
 
 class ExactVerifier:
     """Whole-answer equality."""
 
     name = "exact"
+    pure = True  # verify() may run it in the killable watchdog process
 
     def __init__(self, normalize: bool = True):
         """Create the verifier.
@@ -83,6 +96,30 @@ def _last_match(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
     return match
 
 
+def _match_value(pattern: re.Pattern[str], text: str) -> tuple[bool, str | None]:
+    """(whether ``pattern`` matches, the last match's stripped group 1 or whole match)."""
+    match = _last_match(pattern, text)
+    if match is None:
+        return False, None
+    value = match.group(1) if pattern.groups else match.group(0)
+    return True, value.strip() if value is not None else None
+
+
+def _regex_verdict(candidate: str, reference: str, pattern: re.Pattern[str]) -> Verdict:
+    """The regex check proper (runs in the watchdog process)."""
+    matched, got = _match_value(pattern, candidate)
+    if not matched:
+        return Verdict(False, "no-match", f"the candidate does not match /{clip(pattern.pattern, 80)}/")
+    if not pattern.groups:
+        return PASS
+    ref_matched, expected = _match_value(pattern, reference)
+    if not ref_matched or expected is None:
+        return Verdict(False, "bad-reference", f"the reference does not match /{clip(pattern.pattern, 80)}/")
+    if got == expected:
+        return PASS
+    return Verdict(False, "wrong-answer", f"got {clip(repr(got))}, expected {clip(repr(expected))}")
+
+
 def extract_regex(text: str, pattern: re.Pattern[str]) -> str | None:
     """Return group 1 (or the whole match when the pattern has no group) of the last match.
 
@@ -91,13 +128,13 @@ def extract_regex(text: str, pattern: re.Pattern[str]) -> str | None:
         pattern: a compiled pattern.
 
     Returns:
-        The stripped matched text (None when there is no match or the group did not take part).
+        The stripped matched text (None when there is no match, the group did not take
+        part, or the pattern took longer than :data:`REGEX_TIMEOUT_S` seconds).
     """
-    match = _last_match(pattern, text)
-    if match is None:
+    try:
+        return run_bounded(_match_value, (pattern, text), timeout_s=REGEX_TIMEOUT_S)[1]
+    except (CheckTimeout, CheckFailed):
         return None
-    value = match.group(1) if pattern.groups else match.group(0)
-    return value.strip() if value is not None else None
 
 
 def is_regex_match(candidate: str, reference: str, pattern: re.Pattern[str]) -> Verdict:
@@ -110,26 +147,24 @@ def is_regex_match(candidate: str, reference: str, pattern: re.Pattern[str]) -> 
 
     Returns:
         PASS, or a verdict with reason "no-match" (the candidate does not match),
-        "bad-reference" (the pattern has a group but the reference does not match) or
-        "wrong-answer" (group 1 differs).
+        "bad-reference" (the pattern has a group but the reference does not match),
+        "wrong-answer" (group 1 differs) or "verifier-error" (the pattern took longer than
+        :data:`REGEX_TIMEOUT_S` seconds: catastrophic backtracking).
     """
-    if _last_match(pattern, candidate) is None:
-        return Verdict(False, "no-match", f"the candidate does not match /{pattern.pattern}/")
-    if not pattern.groups:
-        return PASS
-    expected = extract_regex(reference, pattern)
-    if expected is None:
-        return Verdict(False, "bad-reference", f"the reference does not match /{pattern.pattern}/")
-    got = extract_regex(candidate, pattern)
-    if got == expected:
-        return PASS
-    return Verdict(False, "wrong-answer", f"got {got!r}, expected {expected!r}")
+    try:
+        return run_bounded(_regex_verdict, (candidate, reference, pattern), timeout_s=REGEX_TIMEOUT_S)
+    except CheckTimeout:
+        return Verdict(False, VERIFIER_ERROR, f"the pattern /{clip(pattern.pattern, 80)}/ took longer than "
+                                              f"{REGEX_TIMEOUT_S:g} s on this text (catastrophic backtracking?)")
+    except CheckFailed as exc:
+        return Verdict(False, VERIFIER_ERROR, clip(str(exc), 240))
 
 
 class RegexVerifier:
     """Pattern match, optionally comparing group 1 with the reference's."""
 
     name = "regex"
+    pure = True  # verify() may run it in the killable watchdog process
 
     def __init__(self, pattern: str | None = None, ignore_case: bool = False):
         """Create the verifier.
@@ -163,9 +198,12 @@ class RegexVerifier:
 
 _LETTERS = "A-J"
 # "Answer: C", "the correct answer is (C)", "final answer: **C**", "the answer is option C".
+# Whitespace runs are bounded ({0,8}): with unbounded runs next to each other, a million
+# spaces after "answer" made this backtrack for minutes.
 _CHOICE_PHRASE_RE = re.compile(
-    rf"(?i:\b(?:answer|option|choice)\b)(?:\s+(?i:is|would\s+be|should\s+be))?\s*:?\s*"
-    rf"(?i:option\s+|choice\s+)?[(\[]?([{_LETTERS}])(?![\w'])[)\]]?(?P<after>\s+[a-z]+)?"
+    rf"(?i:\b(?:answer|option|choice)\b)(?:\s{{1,8}}(?i:is|would\s{{1,8}}be|should\s{{1,8}}be))?"
+    rf"\s{{0,8}}(?::\s{{0,8}})?(?i:(?:option|choice)\s{{1,8}})?"
+    rf"[(\[]?([{_LETTERS}])(?![\w'])[)\]]?(?P<after>\s{{1,8}}[a-z]{{1,20}})?"
 )
 # "the answer is A ..." / "answer: I think ...": "A" and "I" followed by a lower-case word are
 # usually the article or the pronoun, unless the word explains the choice.
@@ -188,6 +226,8 @@ def extract_choice(text: str) -> str | None:
     """
     if not text or not text.strip():
         return None
+    if len(text) > 2 * CHOICE_SCAN_CHARS:  # the choice is stated at the start or the end
+        text = f"{text[:CHOICE_SCAN_CHARS]}\n{text[-CHOICE_SCAN_CHARS:]}"
     text = text.replace("*", "")  # markdown bold: "**C**"
     for match in reversed(list(_CHOICE_PHRASE_RE.finditer(text))):
         after = (match.group("after") or "").strip()
@@ -228,6 +268,7 @@ class ChoiceVerifier:
     """Multiple choice (letters A-J)."""
 
     name = "choice"
+    pure = True  # verify() may run it in the killable watchdog process
 
     def extract_answer(self, text: str) -> str | None:
         """Return the option letter (see :func:`extract_choice`)."""
@@ -245,6 +286,7 @@ class NoneVerifier:
     """Accepts every candidate: for open-ended data. Checks nothing beyond the guards."""
 
     name = "none"
+    pure = True  # verify() may run it in the killable watchdog process
 
     def extract_answer(self, text: str) -> str | None:
         """Return the stripped text, or None when it is empty."""

@@ -18,6 +18,14 @@ names and, call by call, the same argument names and values: numbers compare by 
 surrounding whitespace, lists/dicts compare element by element. A string never equals a
 number (``"5" != 5``). Positional arguments only match positional arguments: ``f("Paris")``
 does not match ``f(city="Paris")`` because the parameter names are unknown here.
+
+Model output is hostile, so parsing is linear-time and capped: only the first
+:data:`MAX_TEXT_CHARS` characters are parsed, at most :data:`MAX_CALLS` calls are collected
+(one more is kept, so that a flood of calls still reads as "extra-call"), values nested deeper
+than :data:`MAX_DEPTH` or integers wider than :data:`MAX_INT_BITS` bits make a call
+unparsable, a single embedded call may span at most :data:`MAX_CALL_CHARS` characters, and
+the search for embedded calls (bracket matching, remembered across call starts, plus parsing)
+examines at most :data:`MAX_SCAN_WORK` characters in all.
 """
 
 from __future__ import annotations
@@ -30,15 +38,60 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from sdft.verify.base import PASS, Verdict
+from sdft.verify.base import PASS, Verdict, clip
+
+#: Only this many leading characters of an answer are parsed for calls.
+MAX_TEXT_CHARS = 100_000
+#: At most this many calls are collected from one answer (plus one, to report extra calls).
+MAX_CALLS = 64
+#: Values (JSON or Python literals) nested deeper than this are not call arguments.
+MAX_DEPTH = 32
+#: Integer arguments wider than this many bits are not call arguments (0x... literals).
+MAX_INT_BITS = 1024
+#: The longest single embedded call, in characters.
+MAX_CALL_CHARS = 20_000
+#: Characters examined in all (matching brackets, parsing) while looking for embedded calls.
+MAX_SCAN_WORK = 1_000_000
 
 _FENCE_RE = re.compile(r"```[^\n`]*\n(.*?)(?:```|\Z)", re.DOTALL)
 # A call in running text: a (dotted) identifier directly followed by "(". Requiring no space
 # before "(" keeps prose such as "Paris (France)" out.
 _CALL_START_RE = re.compile(r"(?<![\w.])[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*\(")
 _JSON_NAMES = {"true": True, "false": False, "null": None}
-# Scanning text for embedded JSON tries raw_decode at each brace; cap the work on long texts.
+# Scanning text for embedded JSON tries to decode at each bracket; cap the attempts.
 _MAX_JSON_STARTS = 200
+# Brackets and JSON string syntax, for the one-pass bracket matcher.
+_JSON_TOKEN_RE = re.compile(r'\\.|["\[\]{}]', re.DOTALL)
+# Brackets and Python string syntax, for finding the end of a call.
+_PY_TOKEN_RE = re.compile(r"""\\.|["'()\[\]{}]""", re.DOTALL)
+
+
+def _within_limits(value: Any, depth: int = 0) -> bool:
+    """True when ``value`` nests at most :data:`MAX_DEPTH` levels and holds no over-wide integer."""
+    stack = [(value, depth)]
+    while stack:
+        item, level = stack.pop()
+        if level > MAX_DEPTH:
+            return False
+        if isinstance(item, int) and not isinstance(item, bool):
+            if item.bit_length() > MAX_INT_BITS:
+                return False
+        elif isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, level + 1) for v in item)
+    return True
+
+
+def _json_loads(text: str) -> Any:
+    """``json.loads`` that raises ValueError for deep nesting and oversized numbers too."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if not _within_limits(value):
+        raise ValueError("nested too deeply or an over-wide integer")
+    return value
 
 
 @dataclass(frozen=True)
@@ -57,7 +110,10 @@ class ToolCall:
 
 
 def _render_value(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=repr)
+    try:
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, default=repr)
+    except (ValueError, TypeError, RecursionError):  # mixed-type keys, a value json cannot spell
+        return repr(value)
 
 
 # ----------------------------------------------------------------------------- JSON forms
@@ -68,28 +124,32 @@ def _load_arguments(raw: Any) -> dict[str, Any] | None:
         return {}
     if isinstance(raw, str):
         try:
-            raw = json.loads(raw) if raw.strip() else {}
+            raw = _json_loads(raw) if raw.strip() else {}
         except ValueError:
             return None
     return raw if isinstance(raw, dict) else None
 
 
-def _calls_from_json(obj: Any) -> list[ToolCall] | None:
+def _calls_from_json(obj: Any, depth: int = 0) -> list[ToolCall] | None:
     """Interpret a decoded JSON value as call(s); None when it is not call-shaped."""
+    if depth > MAX_DEPTH or not _within_limits(obj, depth):
+        return None
     if isinstance(obj, list):
         calls: list[ToolCall] = []
         for item in obj:
-            sub = _calls_from_json(item)
+            sub = _calls_from_json(item, depth + 1)
             if sub is None:
                 return None
             calls.extend(sub)
+            if len(calls) > MAX_CALLS:
+                break
         return calls or None
     if not isinstance(obj, dict):
         return None
     if isinstance(obj.get("tool_calls"), list):
-        return _calls_from_json(obj["tool_calls"])
+        return _calls_from_json(obj["tool_calls"], depth + 1)
     if isinstance(obj.get("function"), dict):
-        return _calls_from_json(obj["function"])
+        return _calls_from_json(obj["function"], depth + 1)
     if isinstance(obj.get("name"), str):
         raw = obj.get("arguments", obj.get("parameters", obj.get("args")))
         arguments = _load_arguments(raw)
@@ -103,28 +163,55 @@ def _calls_from_json(obj: Any) -> list[ToolCall] | None:
     return None
 
 
+def _json_spans(text: str) -> list[tuple[int, int]]:
+    """Balanced ``[...]``/``{...}`` spans of ``text`` (start, end), in order of their start.
+
+    One linear pass. Double quotes open strings only inside brackets, so that a stray quote
+    in prose does not hide the JSON after it; spans nested deeper than :data:`MAX_DEPTH`
+    are left out (they cannot be calls and would only cost decoding time).
+    """
+    spans: list[tuple[int, int]] = []
+    stack: list[list[int]] = []  # [start, opening char, deepest nesting inside]
+    in_string = False
+    for match in _JSON_TOKEN_RE.finditer(text):
+        token = match.group()
+        if in_string:
+            in_string = token != '"'
+        elif token == '"':
+            in_string = bool(stack)
+        elif token in "[{":
+            stack.append([match.start(), ord(token), 0])
+        elif token in "]}" and stack:
+            start, opening, inner = stack.pop()
+            if chr(opening) + token not in ("[]", "{}"):
+                stack.clear()  # mismatched: nothing open here can be JSON
+                continue
+            if inner < MAX_DEPTH:
+                spans.append((start, match.end()))
+            if stack:
+                stack[-1][2] = max(stack[-1][2], inner + 1)
+    spans.sort()
+    return spans
+
+
 def _scan_json(text: str) -> list[ToolCall]:
     """Collect call-shaped JSON values embedded anywhere in ``text``."""
-    decoder = json.JSONDecoder()
     calls: list[ToolCall] = []
     pos, tries = 0, 0
-    while tries < _MAX_JSON_STARTS:
-        starts = [i for i in (text.find("{", pos), text.find("[", pos)) if i >= 0]
-        if not starts:
+    for start, end in _json_spans(text):
+        if start < pos:
+            continue  # inside a call already taken
+        if tries >= _MAX_JSON_STARTS or len(calls) > MAX_CALLS:
             break
-        start = min(starts)
         tries += 1
         try:
-            obj, end = decoder.raw_decode(text, start)
+            obj = _json_loads(text[start:end])
         except ValueError:
-            pos = start + 1
             continue
         found = _calls_from_json(obj)
         if found:
             calls.extend(found)
             pos = end
-        else:
-            pos = start + 1
     return calls
 
 
@@ -135,7 +222,10 @@ def _literal(node: ast.expr) -> Any:
     """Evaluate a literal argument node; raises ValueError for anything that is not a literal."""
     if isinstance(node, ast.Name) and node.id in _JSON_NAMES:
         return _JSON_NAMES[node.id]
-    return ast.literal_eval(node)
+    value = ast.literal_eval(node)
+    if not _within_limits(value):
+        raise ValueError("nested too deeply or an over-wide integer")
+    return value
 
 
 def _dotted_name(node: ast.expr) -> str | None:
@@ -174,7 +264,7 @@ def _calls_from_expr(node: ast.expr) -> list[ToolCall] | None:
         return calls or None
     if isinstance(node, ast.Dict):  # a Python-literal spelling of the JSON forms
         try:
-            return _calls_from_json(ast.literal_eval(node))
+            return _calls_from_json(_literal(node))
         except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
             return None
     call = _call_from_node(node)
@@ -197,52 +287,71 @@ def _parse_python(text: str) -> list[ToolCall] | None:
         if sub is None:
             return None
         calls.extend(sub)
+        if len(calls) > MAX_CALLS:
+            break
     return calls
 
 
-def _closing_paren(text: str, open_pos: int) -> int | None:
-    """Index just past the ")" matching the "(" at ``open_pos``, skipping string literals."""
-    depth, i, quote = 0, open_pos, ""
-    while i < len(text):
-        ch = text[i]
+def _closing_paren(text: str, open_pos: int, memo: dict[int, int | None]) -> int:
+    """Find the ")" matching the "(" at ``open_pos``, skipping string literals; fill ``memo``.
+
+    The scan jumps from bracket to quote with a regular expression. Every bracket it sees
+    outside a string gets its match recorded in ``memo`` (None: never closed): a later call
+    start at one of them is in the same tokenizer state, so its answer is the same, and text
+    full of unclosed calls costs one scan instead of one per call.
+
+    Returns:
+        The number of characters examined.
+    """
+    stack: list[int] = []
+    quote = ""
+    for match in _PY_TOKEN_RE.finditer(text, open_pos):
+        token = match.group()
+        if len(token) == 2:  # an escape: only meaningful inside a string
+            continue
         if quote:
-            if ch == "\\":
-                i += 1
-            elif ch == quote:
+            if token == quote:
                 quote = ""
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-        i += 1
-    return None
+        elif token in "'\"":
+            quote = token
+        elif token in "([{":
+            stack.append(match.start())
+        elif stack:
+            memo[stack.pop()] = match.end()
+            if not stack:
+                return match.end() - open_pos
+    for pos in stack:
+        memo[pos] = None
+    return len(text) - open_pos
 
 
 def _scan_python(text: str) -> list[ToolCall]:
-    """Collect literal-argument calls embedded anywhere in ``text``."""
+    """Collect literal-argument calls embedded anywhere in ``text`` (within the scan caps)."""
     calls: list[ToolCall] = []
-    pos = 0
-    while True:
+    memo: dict[int, int | None] = {}
+    pos, work = 0, 0
+    while work < MAX_SCAN_WORK and len(calls) <= MAX_CALLS:
         match = _CALL_START_RE.search(text, pos)
         if not match:
-            return calls
-        end = _closing_paren(text, match.end() - 1)
+            break
+        open_pos = match.end() - 1
+        if open_pos not in memo:
+            work += _closing_paren(text, open_pos, memo)
+        end = memo.get(open_pos)
         call = None
-        if end is not None:
+        if end is not None and end - match.start() <= MAX_CALL_CHARS:
+            work += end - match.start()
             try:
                 node = ast.parse(text[match.start() : end], mode="eval").body
             except (SyntaxError, ValueError, RecursionError, MemoryError):
                 node = None
             call = _call_from_node(node) if node is not None else None
-        if call is not None:
+        if call is not None and end is not None:
             calls.append(call)
             pos = end
         else:  # e.g. print(get_weather(...)): look for a call inside
             pos = match.end()
+    return calls
 
 
 # ----------------------------------------------------------------------------- public API
@@ -253,7 +362,7 @@ def _parse_segment(text: str) -> list[ToolCall] | None:
     if not text:
         return None
     try:
-        calls = _calls_from_json(json.loads(text))
+        calls = _calls_from_json(_json_loads(text))
     except ValueError:
         calls = None
     if calls:
@@ -271,19 +380,24 @@ def parse_calls(text: str) -> list[ToolCall] | None:
     then scanned for embedded JSON calls, then for embedded Python calls.
 
     Args:
-        text: a model answer or a reference.
+        text: a model answer or a reference (only its first :data:`MAX_TEXT_CHARS`
+            characters are parsed).
 
     Returns:
-        The calls in order of appearance, or None when no call can be parsed.
+        The calls in order of appearance (at most :data:`MAX_CALLS` + 1), or None when no
+        call can be parsed.
     """
-    if not text or not text.strip():
+    if not isinstance(text, str) or not text.strip():
         return None
+    text = text[:MAX_TEXT_CHARS]
     calls: list[ToolCall] = []
     for block in _FENCE_RE.findall(text):
         calls.extend(_parse_segment(block) or [])
-    if calls:
-        return calls
-    return _parse_segment(_FENCE_RE.sub(lambda m: m.group(1), text))
+        if len(calls) > MAX_CALLS:
+            break
+    if not calls:
+        calls = _parse_segment(_FENCE_RE.sub(lambda m: m.group(1), text)) or []
+    return calls[: MAX_CALLS + 1] or None
 
 
 def render_calls(calls: list[ToolCall]) -> str:
@@ -302,7 +416,12 @@ def values_equal(got: Any, expected: Any) -> bool:
     if isinstance(got, bool) or isinstance(expected, bool):
         return isinstance(got, bool) and isinstance(expected, bool) and got == expected
     if isinstance(got, (int, float)) and isinstance(expected, (int, float)):
-        return math.isclose(got, expected, rel_tol=1e-9, abs_tol=1e-12)
+        if isinstance(got, int) and isinstance(expected, int):
+            return got == expected  # exact, and no float conversion of wide integers
+        try:
+            return math.isclose(got, expected, rel_tol=1e-9, abs_tol=1e-12)
+        except OverflowError:  # an integer beyond float range against a float
+            return got == expected
     if isinstance(got, str) and isinstance(expected, str):
         return got.strip() == expected.strip()
     if isinstance(got, (list, tuple)) and isinstance(expected, (list, tuple)):
@@ -351,12 +470,12 @@ def compare_calls(got: list[ToolCall], expected: list[ToolCall]) -> Verdict:
     extra, missing = got_names - expected_names, expected_names - got_names
     if extra and missing:
         return Verdict(
-            False, "wrong-function", f"got {sorted(extra.elements())}, expected {sorted(missing.elements())}"
+            False, "wrong-function", clip(f"got {sorted(extra.elements())}, expected {sorted(missing.elements())}")
         )
     if extra:
-        return Verdict(False, "extra-call", f"unexpected call(s) to {sorted(extra.elements())}")
+        return Verdict(False, "extra-call", clip(f"unexpected call(s) to {sorted(extra.elements())}"))
     if missing:
-        return Verdict(False, "missing-call", f"missing call(s) to {sorted(missing.elements())}")
+        return Verdict(False, "missing-call", clip(f"missing call(s) to {sorted(missing.elements())}"))
     # Names match as multisets; pair calls by equal arguments. Matching greedily is exact here
     # because argument equality is an equivalence relation (up to the float tolerance).
     remaining = list(got)
@@ -365,7 +484,7 @@ def compare_calls(got: list[ToolCall], expected: list[ToolCall]) -> Verdict:
         match = next((i for i in same_name if _argument_mismatch(remaining[i], exp) is None), None)
         if match is None:
             detail = _argument_mismatch(remaining[same_name[0]], exp) or exp.name
-            return Verdict(False, "wrong-arguments", detail)
+            return Verdict(False, "wrong-arguments", clip(detail, 240))
         del remaining[match]
     return PASS
 
@@ -384,7 +503,10 @@ def is_correct(candidate: str, reference: str) -> Verdict:
         :func:`compare_calls`'s reasons.
     """
     if not isinstance(reference, str):
-        reference = json.dumps(reference)
+        try:
+            reference = json.dumps(reference)
+        except (TypeError, ValueError, RecursionError):
+            return Verdict(False, "bad-reference", "the reference cannot be read as JSON")
     expected = parse_calls(reference)
     if not expected:
         return Verdict(False, "bad-reference", "no function call found in the reference")
@@ -398,6 +520,7 @@ class ToolCallVerifier:
     """Verifier for function-calling data (Python call syntax or JSON tool calls)."""
 
     name = "tool-call"
+    pure = True  # verify() may run it in the killable watchdog process
 
     def extract_answer(self, text: str) -> str | None:
         """Return the canonical string of the calls in ``text`` (see :func:`extract_answer`)."""
@@ -449,10 +572,10 @@ def matches_allowed(
     if got_names != want:
         extra, missing = got_names - want, want - got_names
         if extra and missing:
-            return Verdict(False, "wrong-function", f"got {sorted(extra.elements())}, expected "
-                                                    f"{sorted(missing.elements())}")
-        return (Verdict(False, "extra-call", f"unexpected call(s) to {sorted(extra.elements())}") if extra
-                else Verdict(False, "missing-call", f"missing call(s) to {sorted(missing.elements())}"))
+            return Verdict(False, "wrong-function", clip(f"got {sorted(extra.elements())}, expected "
+                                                         f"{sorted(missing.elements())}"))
+        return (Verdict(False, "extra-call", clip(f"unexpected call(s) to {sorted(extra.elements())}")) if extra
+                else Verdict(False, "missing-call", clip(f"missing call(s) to {sorted(missing.elements())}")))
 
     def mismatch(call: ToolCall, spec: dict[str, list[Any]]) -> str | None:
         order = (param_order or {}).get(call.name, list(spec))
@@ -476,6 +599,6 @@ def matches_allowed(
         candidates = [i for i, call in enumerate(remaining) if call.name == name]
         match = next((i for i in candidates if mismatch(remaining[i], spec) is None), None)
         if match is None:
-            return Verdict(False, "wrong-arguments", mismatch(remaining[candidates[0]], spec) or name)
+            return Verdict(False, "wrong-arguments", clip(mismatch(remaining[candidates[0]], spec) or name, 240))
         del remaining[match]
     return PASS
