@@ -87,7 +87,8 @@ def test_kill_between_units_resumes_skips_finished_and_retrains_changed(tiny_mod
     assert len(rewrites) == 1 and (out / "data" / "replay.jsonl.manifest.json").is_file()
     runs = {lab: json.loads((out / "units" / lab.split("@")[0] / f"seed-{lab[-1]}" / "run.json").read_text())
             for lab in LABELS}
-    assert runs["sdft+replay@s0"]["data"]["output"] == runs["sdft+replay@s1"]["data"]["output"] == str(rewrites[0]).removesuffix(".manifest.json")
+    shared_output = str(rewrites[0]).removesuffix(".manifest.json")
+    assert runs["sdft+replay@s0"]["data"]["output"] == runs["sdft+replay@s1"]["data"]["output"] == shared_output
     assert runs["sdft+replay@s0"]["data_hash"] == runs["sdft+replay@s1"]["data_hash"]  # same rows, other seed
     assert "replay" in runs["sdft+replay@s1"]["data"] and runs["sft@s0"]["data"] == {"answers": "original"}
     assert runs["sft@s0"]["fingerprint"] != runs["sft@s1"]["fingerprint"]
@@ -116,3 +117,26 @@ def test_kill_between_units_resumes_skips_finished_and_retrains_changed(tiny_mod
     final = stamps(out)
     assert all(final[k] == after[k] for k in after if k.startswith("units/sft/"))
     assert final["units/sdft+replay/seed-0/run.json"] != after["units/sdft+replay/seed-0/run.json"]
+
+
+def test_sdft_and_ladder_presets_draw_from_their_sources(tiny_model_dir, tmp_path):
+    """The shared rewrites of `sdft` and `ladder`: reference-only candidates vs the whole ladder, one file each."""
+    from sdft.compare.run import _Plan, prepare_training_data
+    from sdft.compare.split import prepare_task_split
+
+    data, source, _ = load_compare_recipe(str(write_recipe(tmp_path, tiny_model_dir)),
+                                          ["compare.methods=[sdft,ladder]", "compare.seeds=1", "rewrite.samples=1"])
+    cfg = load_compare(data, source=source, output_dir=str(tmp_path / "out"))
+    split = prepare_task_split(cfg)
+    plan = _Plan(cfg)
+    pairs = prepare_training_data(cfg, split, plan, lambda _m: None, None)
+    shared = plan.data["shared"]["rewrites"]
+    assert sorted(m for s in shared.values() for m in s["methods"]) == ["ladder", "sdft"] and len(shared) == 2
+    drawn = {}
+    for info in shared.values():
+        records = list(iter_jsonl(Path(info["output"] + ".records.jsonl")))
+        assert len(records) == split.train_rows
+        drawn[info["methods"][0]] = {c["source"] for r in records for c in r.get("candidates", [])}
+    assert drawn["sdft"] == {"reference"}
+    assert {"own", "hint", "reference"} <= drawn["ladder"]
+    assert all(len(pairs[m].pairs) == split.train_rows for m in ("sdft", "ladder"))  # fallbacks keep every row
