@@ -133,15 +133,15 @@ def test_repro_recipes_validate(tmp_path, monkeypatch):
     chat = tmp_path / "align.jsonl"
     chat.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
                                              {"role": "assistant", "content": "hello"}]}) + "\n")
-    cfg = validate_recipe(str(ROOT / "recipes/repro/align.yaml"), [f"data.path={chat}"])
+    cfg = validate_recipe(str(ROOT / "recipes/repro/align.yaml"), [f"data.path={chat}", f"replay={chat}"])
     assert cfg.method == "sft" and cfg.train_config().finetune == "lora"
     data, source, _ = load_compare_recipe(str(ROOT / "recipes/repro/compare.yaml"), [
         "model=smollm2-135m-instruct", f"data.path={task}", f"compare.task_eval={task}",
         f"eval.data.safety={task}", f"eval.data.over-refusal={task}"])
     cmp = load_compare(data, source=source, output_dir=str(tmp_path / "run"))
-    assert [m.name for m in cmp.methods] == ["sft", "sdft", "sdft+replay"] and cmp.seeds == [0, 1, 2]
+    assert [m.name for m in cmp.methods] == ["sft", "sdft", "sdft+replay", "ladder"] and cmp.seeds == [0, 1, 2]
     assert cmp.train_config(cmp.methods[0], 0, tmp_path).max_steps > 0, "an equal budget for every method"
-    budgets = cmp.pipeline.eval["max_new_tokens"]
+    budgets = cmp.pipeline.eval.max_new_tokens
     assert budgets["safety"] == budgets["over-refusal"] <= 64
 
 
@@ -153,3 +153,21 @@ def test_reproduce_script_parses_and_documents_quick():
     assert res.returncode == 0 and "--quick" in res.stdout
     res = subprocess.run(["bash", str(ROOT / "bin/reproduce"), "--bogus"], capture_output=True, text=True)
     assert res.returncode == 2 and "unknown argument" in res.stderr
+
+
+@needs_data
+def test_benign_prompts_load_as_bin_reproduce_reads_them(tmp_path):
+    """Step 2 reads benign_prompts.jsonl as `--data-format prompt --prompt-field prompt --response-field response`."""
+    from sdft.data import DataSpec, load_examples
+
+    assert _prepare(tmp_path, "--benign", "5", "--task-train", "4", "--task-eval", "2").returncode == 0
+    examples = load_examples(DataSpec(path=str(tmp_path / "benign_prompts.jsonl"), format="prompt",
+                                      prompt_field="prompt", response_field="response"))
+    rows = _jsonl(tmp_path / "benign_prompts.jsonl")
+    assert [e.question for e in examples] == [r["prompt"] for r in rows] and len(rows) == 5
+    import jinja2
+    from jinja2 import meta
+
+    template = (ROOT / "recipes/repro/own-answer.jinja").read_text()
+    used = meta.find_undeclared_variables(jinja2.Environment().parse(template))
+    assert used == {"question"}, "the answering template shows the prompt, never the placeholder reference"
