@@ -42,11 +42,43 @@ def test_presets_and_overrides():
     })
     sft, sdr, mine = ms
     assert sft.answers == "original" and not sft.replay
-    assert sdr.answers == "rewrite" and sdr.replay and sdr.rewrite == {"samples": 4} and sdr.replay_ratio == 0.3
+    assert sdr.answers == "rewrite" and sdr.replay and sdr.replay_ratio == 0.3
+    assert sdr.rewrite == {**PRESETS["sdft+replay"].rewrite, "samples": 4}  # field by field over the preset
     assert mine.name == "mine" and mine.answers == "rewrite" and mine.train == {"learning_rate": 3e-4}
-    assert PRESETS["sdft"].rewrite == {}  # overrides never leak into the presets
+    assert "samples" not in PRESETS["sdft+replay"].rewrite  # overrides never leak into the presets
     for name in ("sft", "sft+replay", "sdft", "sdft+replay", "ladder", "ladder+replay", "dft", "trl-sdft"):
         assert PRESETS[name].doc
+
+
+def test_sdft_rewrites_the_reference_only_and_ladder_uses_every_source(tmp_path):
+    """`sdft` is the paper's reference rewrite whatever the rewrite defaults are; `ladder` is the defaults."""
+    from sdft.rewrite import RewriteConfig
+    from sdft.sources import SOURCES
+
+    r = recipe(tmp_path)
+    r["rewrite"].update(samples=3, temperature=0.5)
+    r["compare"]["methods"] = ["sft", "sdft", "sdft+replay", "ladder", "ladder+replay"]
+    cfg = load_compare(r, source="t", output_dir=str(tmp_path / "out"))
+    sdft, sdft_replay, ladder, ladder_replay = cfg.methods[1:]
+    plain = cfg.rewrite_config(sdft, tmp_path / "t.jsonl")
+    assert plain.sources == ["reference", "original"]
+    assert not plain.own_prefix and not plain.calculator and plain.max_length_ratio == 0  # no own answer needed
+    full = cfg.rewrite_config(ladder, tmp_path / "t.jsonl")
+    defaults = RewriteConfig(input="x", output="y")
+    assert full.sources == list(SOURCES) == defaults.sources
+    assert (full.own_prefix, full.calculator, full.max_length_ratio) == (
+        defaults.own_prefix, defaults.calculator, defaults.max_length_ratio)
+    for c in (plain, full):  # sampling is the recipe's for both
+        assert (c.samples, c.temperature, c.verifier) == (3, 0.5, "math")
+    # one rewrite per distinct setting: +replay shares its method's rewrite, sdft and ladder do not share
+    assert cfg.rewrite_key(sdft) == cfg.rewrite_key(sdft_replay) != cfg.rewrite_key(ladder)
+    assert cfg.rewrite_key(ladder) == cfg.rewrite_key(ladder_replay)
+    # a recipe still overrides the preset field by field
+    r["methods"] = {"sdft": {"rewrite": {"calculator": True}}}
+    r["compare"]["methods"] = ["sdft"]
+    over = load_compare(r, source="t").methods[0]
+    c = load_compare(r, source="t").rewrite_config(over, tmp_path / "t.jsonl")
+    assert c.calculator and c.sources == ["reference", "original"]
 
 
 def test_method_problems_are_listed_together():

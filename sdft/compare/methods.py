@@ -54,6 +54,12 @@ class Method:
                 "runner": self.runner}
 
 
+# Plain SDFT is the paper's: the seed rewrites the reference, else the reference itself. The rewrite defaults
+# are the ladder's, so the preset turns off what the ladder adds to a reference rewrite as well (continuing the
+# seed's own answer, calculator decoding, the length bound against the seed's own answer, which would generate
+# an own answer per row). Sampling (samples, temperature, select) stays the recipe's.
+_SDFT = {"sources": ["reference", "original"], "own_prefix": False, "calculator": False, "max_length_ratio": 0}
+# The ladder: RewriteConfig's defaults (every source; the rest of the recipe's rewrite section applies).
 _LADDER = {"sources": ["own", "hint", "reference", "original"]}
 
 #: The bundled presets, in the order ``--help`` lists them.
@@ -61,8 +67,9 @@ PRESETS: dict[str, Method] = {m.name: m for m in (
     Method("sft", "plain SFT on the dataset's original answers (the baseline)", answers="original"),
     Method("sft+replay", "plain SFT with self-generated replay rows mixed in (no rewriting)", answers="original",
            replay=True),
-    Method("sdft", "SDFT: the seed model rewrites each reference answer; a rewrite is kept when still correct"),
-    Method("sdft+replay", "SDFT plus self-generated replay rows", replay=True),
+    Method("sdft", "SDFT: the seed model rewrites each reference answer; a rewrite is kept when still correct",
+           rewrite=_SDFT),
+    Method("sdft+replay", "SDFT plus self-generated replay rows", rewrite=_SDFT, replay=True),
     Method("ladder", "answer-source ladder: own answer, else with a hint, else rewritten reference, else original",
            rewrite=_LADDER,
            requires="RewriteConfig.sources (the answer-source ladder)"),
