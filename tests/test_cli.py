@@ -209,6 +209,8 @@ def test_train_pushes_the_model_and_reports_to_tensorboard(hub, tiny_model_dir, 
                                  "rewrite.gap_rows=0", "--max-steps", "1", "--lora-target-modules", "q_proj,v_proj",
                                  "--max-length", "128", "--report-to", "tensorboard", "--push-to-hub", "alice/m"])
     assert r.exit_code == 0, r.output
+    # the gap verdict is part of the summary: a random-weight model's rows all fall back, and it says so
+    assert "warning: no row was rewritten" in " ".join(r.output.split()), r.output
     config = json.loads((run / "run.json").read_text())["config"]
     assert config["train"]["report_to"] == "tensorboard" and config["rewrite"]["backend"] == "hf"
     assert list((run / "sdft-sdft").glob("events.out.tfevents.*"))  # the rewrite summary, logged by sdft

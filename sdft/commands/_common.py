@@ -107,10 +107,24 @@ def print_gap(gap: dict[str, Any] | None) -> None:
                   + (f"; {per_row:.0f} generated tokens per kept row" if per_row else "")
                   + f"; kept answers {gap.get('kept_tokens_mean') or 0:.0f} tokens, total NLL "
                     f"{gap.get('kept_total_nll_mean') or 0:.1f} on average", markup=False, highlight=False)
+    print_gap_verdict(gap)
+
+
+def print_gap_verdict(gap: dict[str, Any] | None) -> None:
+    """One line: did the training answers move closer to the model, and by how much (or the warning)."""
+    if not gap or not gap.get("rows"):
+        return
+    closed = gap.get("gap_closed")
     if gap.get("warning"):
         console.print(f"[bold yellow]warning:[/] {gap['warning']}")
     elif closed is not None and closed > 0:
-        console.print(f"[green]the training answers moved closer to the model: {closed:.0%} of the gap closed[/]")
+        console.print(f"[green]the training answers moved closer to the model: {closed:.0%} of the gap closed[/] "
+                      f"(seed NLL per token: originals {_f(gap.get('original_nll'))}, kept "
+                      f"{_f(gap.get('kept_nll'))}, its own answers {_f(gap.get('own_answer_nll'))})")
+    elif closed is not None:
+        console.print(f"[yellow]the training answers are no closer to the model than the originals[/] "
+                      f"(0% of the gap closed: seed NLL per token {_f(gap.get('kept_nll'))} vs originals "
+                      f"{_f(gap.get('original_nll'))})")
 
 
 def _f(v: float | None) -> str:

@@ -131,6 +131,9 @@ def _summary(cfg: PipelineConfig, result: Any) -> None:
         r = m["rewrite"]
         cached = ", cached" if r["cached"] else ""
         console.print(f"rewrite: {r['rows']} (acceptance {r['acceptance_rate']:.1%}{cached})", markup=False)
+        from sdft.commands._common import print_gap_verdict
+
+        print_gap_verdict(r.get("gap"))
     t = m["train"]
     console.print(f"train: {t['global_step']} steps, final loss {t['final_loss']}, {t['tokens_per_second']} tok/s; "
                   f"model: {result.model_dir}" + (f", merged: {result.merged_dir}" if result.merged_dir else ""),
