@@ -412,15 +412,14 @@ def _source_stage(engine: Engine, source: str, rows: list[Example], own: dict[st
         if cached is not None:
             out[ex.id] = [Candidate.from_dict(c) for c in cached["candidates"]]
             continue
+        if source == "own" and k <= 1 and own.get(ex.id):
+            # one own candidate is the greedy answer already generated: do not generate it twice
+            o = own[ex.id]
+            fresh_own[ex.id] = [Candidate(o["text"], o["finish_reason"], o["num_tokens"], PASS, source=source)]
+            continue
         reqs = build_requests(source, ex, verifier=ctx.verifier, rewrite_prompt=ctx.prompt, k=k,
                               own_answer=(own.get(ex.id) or {}).get("text"), render=engine.render,
                               own_prefix=ctx.cfg.own_prefix)
-        if source == "own" and k <= 1 and own.get(ex.id):
-            reqs = []  # one own candidate is the greedy answer already generated: do not generate it twice
-            o = own[ex.id]
-            fresh_own.setdefault(ex.id, []).append(
-                Candidate(o["text"], o["finish_reason"], o["num_tokens"], PASS, source=source))
-            continue
         if not reqs:  # e.g. no final answer to hint at: nothing from this source
             out[ex.id] = []
             stage.put_many({ex.id: {"candidates": []}})

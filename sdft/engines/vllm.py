@@ -158,10 +158,9 @@ class VLLMEngine:
         budgets = [fit_budget(len(ids), sc.max_new_tokens, context) for ids, sc in zip(encoded, configs, strict=True)]
         live = [i for i, b in enumerate(budgets) if b > 0]
         use_tqdm: Any = functools.partial(_ProgressBar, progress=progress) if progress else False
-        cache: dict[SamplingConfig, Any] = {}
-        params = [cache.setdefault(sc, self._params(sc)) if sc.max_new_tokens == budgets[i]
-                  else self._params(replace(sc, max_new_tokens=budgets[i]))
-                  for i, sc in ((i, configs[i]) for i in live)]
+        cache: dict[SamplingConfig, Any] = {}  # one SamplingParams per distinct (budget-cut) config
+        fitted = [replace(configs[i], max_new_tokens=budgets[i]) for i in live]
+        params = [cache[sc] if sc in cache else cache.setdefault(sc, self._params(sc)) for sc in fitted]
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=encoded[i]) for i in live], params,
                                  use_tqdm=use_tqdm) if live else []
         by_index = dict(zip(live, outs, strict=True))
